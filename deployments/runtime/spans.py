@@ -22,7 +22,13 @@ class Entity:
         return Entity(text=document[start:end], label=self.label, start=start, end=end, score=self.score)
 
     def to_dict(self) -> dict[str, object]:
-        return {"text": self.text, "label": self.label, "start": self.start, "end": self.end, "score": self.score}
+        return {
+            "text": self.text,
+            "label": self.label,
+            "start": self.start,
+            "end": self.end,
+            "score": self.score,
+        }
 
 
 def tags_to_token_spans(tags: Sequence[str], scheme: str) -> list[tuple[int, int, str]]:

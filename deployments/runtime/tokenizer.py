@@ -71,9 +71,7 @@ class BertChineseTokenizer:
         self.cls_id = vocab["[CLS]"]
         self.sep_id = vocab["[SEP]"]
         self.unk_id = vocab["[UNK]"]
-        tokenizer = Tokenizer(
-            models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
-        )
+        tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tokenizer.normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=lowercase
         )

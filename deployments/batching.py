@@ -1,0 +1,86 @@
+"""What the NER and sentiment deployments share: live batch knobs, token-budget sub-batching and
+the replica's memory guard. Plain Python; the Serve decorators are applied in the deployment files.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class BatchConfig(BaseModel):
+    """Per-deployment ``user_config``: applied live by ``reconfigure()``, no restart."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0.0, le=5.0)
+    # Padded tokens one ONNX Runtime call may process (rows × longest row): bounds the activation
+    # memory of a call and keeps long windows from dragging short ones into padding.
+    max_batch_tokens: int = Field(default=8192, ge=64)
+    # The replica's resident-memory budget; over it, health checks fail and Serve replaces the
+    # replica. Ray's `memory` actor option only schedules — this is what enforces.
+    memory_limit_mb: int | None = Field(default=None, ge=64)
+
+
+def split_by_token_budget(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Group item indices into sub-batches whose padded size (rows × longest) fits the budget.
+
+    Items are sorted by length first so each sub-batch holds similar lengths and padding stays
+    small. An item longer than the budget on its own still gets a sub-batch of one.
+    """
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = max(lengths[index], max((lengths[i] for i in current), default=0))
+        if current and longest * (len(current) + 1) > max_batch_tokens:
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def run_in_token_budget(
+    items: Sequence[str],
+    lengths: Sequence[int],
+    max_batch_tokens: int,
+    predict: Callable[[list[str]], list[T]],
+) -> list[T]:
+    """Call ``predict`` on length-grouped sub-batches; results come back in the input order."""
+    results: dict[int, T] = {}
+    for group in split_by_token_budget(lengths, max_batch_tokens):
+        # strict: a predict that drops or adds results fails loudly instead of misaligning
+        for index, result in zip(group, predict([items[i] for i in group]), strict=True):
+            results[index] = result
+    return [results[index] for index in range(len(items))]
+
+
+@dataclass
+class MemoryGuard:
+    """Reads this process's resident set size and compares it with a budget."""
+
+    limit_bytes: int | None = None
+
+    @staticmethod
+    def rss_bytes() -> int:
+        with open("/proc/self/statm") as handle:
+            resident_pages = int(handle.read().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+    @staticmethod
+    def peak_rss_bytes() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def over_budget(self) -> tuple[bool, int]:
+        rss = self.rss_bytes()
+        return (self.limit_bytes is not None and rss > self.limit_bytes), rss

@@ -1,0 +1,30 @@
+"""The sentiment deployment: a thin Serve shim around :class:`SentimentModel`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from deployments.batching import MemoryGuard, run_in_token_budget
+from deployments.runtime.sentiment import SentimentModel, SentimentResult
+from deployments.server import ItemError, ModelServerBase
+
+
+class SentimentServer(ModelServerBase[SentimentResult]):
+    """Sentiment of one text unit per call; units from all callers are batched together."""
+
+    def __init__(self, model_dir: str, *, intra_op_threads: int = 1) -> None:
+        self.model = SentimentModel.from_model_dir(model_dir, intra_op_threads=intra_op_threads)
+        super().__init__(self.model.manifest, MemoryGuard(), health_probe="服务很好。")
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def predict(self, texts: list[str]) -> list[SentimentResult | ItemError]:
+        return await asyncio.to_thread(self._predict_guarded, texts)
+
+    def _predict_sync(self, texts: list[str]) -> list[SentimentResult]:
+        lengths = self.model.tokenizer.count_tokens(texts)
+        return run_in_token_budget(texts, lengths, self.config.max_batch_tokens, self.model.predict)
+
+    def _probe(self, text: str) -> None:
+        self.model.predict([text])

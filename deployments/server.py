@@ -1,0 +1,117 @@
+"""The shared shape of a model deployment: live batch config, per-item failure isolation, health
+and metadata. Subclasses load their model in ``__init__`` and define the ``@serve.batch`` method.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from deployments.batching import BatchConfig, MemoryGuard
+from deployments.runtime.model_dir import Manifest
+
+logger = logging.getLogger("ray.serve")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """One item of a batch failed; the others were answered. Carries a client-safe message."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    task: str
+    name: str
+    version: str
+    labels: list[str]
+    entity_types: list[str]
+    tag_scheme: str | None
+    quantization: str
+    max_seq_length: int
+    architecture: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class ReplicaOverMemoryError(RuntimeError):
+    """The replica's resident memory exceeds its budget; Serve will replace it."""
+
+
+class ModelServerBase(Generic[R]):
+    """Base of the NER and sentiment deployment classes (plain Python; Serve wraps them)."""
+
+    model: Any
+    predict: Any  # the subclass's @serve.batch method
+
+    def __init__(self, manifest: Manifest, memory: MemoryGuard, *, health_probe: str) -> None:
+        self.manifest = manifest
+        self.memory = memory
+        self.health_probe = health_probe
+        self.config = BatchConfig()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply ``user_config`` live: batch size, batch wait, token budget, memory budget."""
+        self.config = BatchConfig.model_validate(user_config or {})
+        limit = self.config.memory_limit_mb
+        self.memory.limit_bytes = None if limit is None else limit << 20
+        self.predict.set_max_batch_size(self.config.max_batch_size)
+        self.predict.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+
+    def describe(self) -> ModelInfo:
+        manifest = self.manifest
+        return ModelInfo(
+            task=manifest.task,
+            name=manifest.name,
+            version=manifest.version,
+            labels=list(manifest.labels),
+            entity_types=manifest.entity_types,
+            tag_scheme=manifest.tag_scheme,
+            quantization=manifest.quantization,
+            max_seq_length=manifest.max_seq_length,
+            architecture=manifest.architecture,
+            provenance=dict(manifest.provenance),
+        )
+
+    def info(self) -> ModelInfo:
+        return self.describe()
+
+    def check_health(self) -> None:
+        """Serve calls this periodically; raising marks the replica unhealthy and replaces it."""
+        over, rss = self.memory.over_budget()
+        if over:
+            raise ReplicaOverMemoryError(
+                f"resident memory {rss >> 20} MiB exceeds the budget of {self.config.memory_limit_mb} MiB"
+            )
+        self._probe(self.health_probe)
+
+    def _probe(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _predict_sync(self, texts: list[str]) -> list[R]:
+        raise NotImplementedError
+
+    def _predict_guarded(self, texts: list[str]) -> list[R | ItemError]:
+        """Predict a batch; if it fails, retry item by item so one bad item fails alone."""
+        over, rss = self.memory.over_budget()
+        if over:
+            message = f"replica memory {rss >> 20} MiB is over its budget; retry shortly"
+            return [ItemError(message) for _ in texts]
+        try:
+            return list(self._predict_sync(texts))
+        except Exception:
+            logger.exception("batch of %d failed; retrying item by item", len(texts))
+        results: list[R | ItemError] = []
+        for text in texts:
+            try:
+                results.extend(self._predict_sync([text]))
+            except Exception as exc:
+                logger.exception("item of %d characters failed", len(text))
+                results.append(ItemError(f"{type(exc).__name__}: {exc}"))
+        return results

@@ -1,0 +1,45 @@
+"""The application builder: the one place the deployments are bound together.
+
+``serve run serve_config.yaml`` (``import_path: serve_app.app:build_app``) or
+``serve run serve_app.app:build_app ner_model=DIR sentiment_model=DIR``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from deployments.ner import NerServer
+from deployments.sentiment import SentimentServer
+from serve_app.config import AppArgs
+from serve_app.ingress import Ingress
+
+# Defaults for `serve run serve_app.app:build_app` without a config file; serve_config.yaml
+# overrides any of them per deployment.
+MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
+    "max_ongoing_requests": 64,  # must be ≥ max_batch_size or batches never fill
+    "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 32},
+    "ray_actor_options": {"num_cpus": 0.5, "memory": 1 << 30},
+    "health_check_period_s": 10,
+    "user_config": {"max_batch_size": 16, "batch_wait_timeout_s": 0.005},
+}
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Build the zhserve application from typed arguments (see :class:`AppArgs`)."""
+    settings = AppArgs.model_validate(args)
+    ner = serve.deployment(NerServer, name="NER").options(**MODEL_DEPLOYMENT_DEFAULTS)
+    sentiment = serve.deployment(SentimentServer, name="Sentiment").options(**MODEL_DEPLOYMENT_DEFAULTS)
+    ingress = serve.deployment(Ingress, name="Ingress").options(
+        max_ongoing_requests=256,
+        ray_actor_options={"num_cpus": 0.25},
+        user_config={},
+    )
+    threads = settings.intra_op_threads
+    return ingress.bind(
+        ner.bind(str(settings.ner_model), intra_op_threads=threads),
+        sentiment.bind(str(settings.sentiment_model), intra_op_threads=threads),
+        settings.model_dump(mode="json"),
+    )

@@ -1,0 +1,52 @@
+"""Typed configuration: the app builder's arguments and the ingress's live ``user_config``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_NER_MODEL = REPO_ROOT / "models" / "ner"
+EMBEDDED_SENTIMENT_MODEL = REPO_ROOT / "models" / "sentiment"
+UI_DIR = REPO_ROOT / "ui"
+
+
+class AppArgs(BaseModel):
+    """Arguments of ``build_app``: from ``serve_config.yaml``'s ``args:`` or ``serve run … key=value``.
+
+    Relative model paths are resolved against the directory the builder runs in, so
+    ``serve run serve_app.app:build_app ner_model=runs/raner`` means what it says.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ner_model: Path = Field(default=EMBEDDED_NER_MODEL, description="NER model directory")
+    sentiment_model: Path = Field(default=EMBEDDED_SENTIMENT_MODEL, description="Sentiment model directory")
+    intra_op_threads: int = Field(
+        default=1, ge=1, le=64, description="ONNX Runtime threads per model replica (match its num_cpus)"
+    )
+    ui_dir: Path = Field(default=UI_DIR, description="Static web UI served at /")
+
+    @field_validator("ner_model", "sentiment_model", "ui_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+
+class IngressConfig(BaseModel):
+    """The ingress's ``user_config``: limits and timeouts, applied live by ``reconfigure()``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_text_chars: int = Field(default=200_000, ge=1, description="Characters one text may have")
+    max_batch_texts: int = Field(default=256, ge=1, description="Texts one /v1/batch request may carry")
+    max_batch_chars: int = Field(default=1_000_000, ge=1, description="Characters in one /v1/batch request")
+    max_body_bytes: int = Field(default=8 << 20, ge=1024, description="Bytes of one request body")
+    request_timeout_s: float = Field(default=120.0, gt=0, description="Time limit of one request")
+    window_overlap_tokens: int = Field(
+        default=32, ge=0, description="Overlap of windows cut from long sentences"
+    )
+    api_key: str | None = Field(
+        default=None, description="If set, /v1/* requires 'Authorization: Bearer <key>'"
+    )
