@@ -35,7 +35,7 @@ def build_app(args: dict[str, Any]) -> Application:
     ingress = serve.deployment(Ingress, name="Ingress").options(
         max_ongoing_requests=256,
         ray_actor_options={"num_cpus": 0.25},
-        user_config={},
+        user_config=settings.ingress_config.model_dump(),
     )
     threads = settings.intra_op_threads
     return ingress.bind(

@@ -12,28 +12,6 @@ EMBEDDED_SENTIMENT_MODEL = REPO_ROOT / "models" / "sentiment"
 UI_DIR = REPO_ROOT / "ui"
 
 
-class AppArgs(BaseModel):
-    """Arguments of ``build_app``: from ``serve_config.yaml``'s ``args:`` or ``serve run … key=value``.
-
-    Relative model paths are resolved against the directory the builder runs in, so
-    ``serve run serve_app.app:build_app ner_model=runs/raner`` means what it says.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    ner_model: Path = Field(default=EMBEDDED_NER_MODEL, description="NER model directory")
-    sentiment_model: Path = Field(default=EMBEDDED_SENTIMENT_MODEL, description="Sentiment model directory")
-    intra_op_threads: int = Field(
-        default=1, ge=1, le=64, description="ONNX Runtime threads per model replica (match its num_cpus)"
-    )
-    ui_dir: Path = Field(default=UI_DIR, description="Static web UI served at /")
-
-    @field_validator("ner_model", "sentiment_model", "ui_dir")
-    @classmethod
-    def _absolute(cls, path: Path) -> Path:
-        return path.expanduser().resolve()
-
-
 class IngressConfig(BaseModel):
     """The ingress's ``user_config``: limits and timeouts, applied live by ``reconfigure()``."""
 
@@ -50,3 +28,31 @@ class IngressConfig(BaseModel):
     api_key: str | None = Field(
         default=None, description="If set, /v1/* requires 'Authorization: Bearer <key>'"
     )
+
+
+class AppArgs(BaseModel):
+    """Arguments of ``build_app``: from ``serve_config.yaml``'s ``args:`` or ``serve run … key=value``.
+
+    Relative model paths are resolved against the directory the builder runs in, so
+    ``serve run serve_app.app:build_app ner_model=runs/raner`` means what it says.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ner_model: Path = Field(default=EMBEDDED_NER_MODEL, description="NER model directory")
+    sentiment_model: Path = Field(default=EMBEDDED_SENTIMENT_MODEL, description="Sentiment model directory")
+    intra_op_threads: int = Field(
+        default=1, ge=1, le=64, description="ONNX Runtime threads per model replica (match its num_cpus)"
+    )
+    ui_dir: Path = Field(default=UI_DIR, description="Static web UI served at /")
+    ingress_config: IngressConfig = Field(
+        default_factory=IngressConfig,
+        description="The ingress's initial user_config (serve_config.yaml's user_config overrides it)",
+    )
+
+    @field_validator("ner_model", "sentiment_model", "ui_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+

@@ -235,6 +235,14 @@ class Ingress:
         )
         return SentimentPlan(units)
 
+    def _plan(self, text: str, tasks: Sequence[Task]) -> tuple[NerPlan | None, SentimentPlan | None]:
+        """Windows for each requested task. Tokenising a 200,000-character document takes a
+        noticeable fraction of a second, so callers run this off the event loop."""
+        return (
+            self._plan_ner(text) if "ner" in tasks else None,
+            self._plan_sentiment(text) if "sentiment" in tasks else None,
+        )
+
     def _ner_result(self, text: str, plan: NerPlan, outputs: Sequence[list[Entity]]) -> NerResult:
         merged = chunking.merge_entities(text, plan.windows, outputs)
         return NerResult(
@@ -268,8 +276,7 @@ class Ingress:
 
     async def _analyze(self, text: str, tasks: Sequence[Task]) -> AnalyzeResponse:
         started = time.perf_counter()
-        ner_plan = self._plan_ner(text) if "ner" in tasks else None
-        sentiment_plan = self._plan_sentiment(text) if "sentiment" in tasks else None
+        ner_plan, sentiment_plan = await asyncio.to_thread(self._plan, text, tasks)
         ner_calls = [self.ner_handle.predict.remote(w.text) for w in ner_plan.windows] if ner_plan else []
         sentiment_calls = (
             [self.sentiment_handle.predict.remote(u.text) for u in sentiment_plan.units]
@@ -385,8 +392,7 @@ class Ingress:
 
     async def _stream(self, text: str, tasks: Sequence[Task]) -> AsyncIterator[str]:
         started = time.perf_counter()
-        ner_plan = self._plan_ner(text) if "ner" in tasks else None
-        sentiment_plan = self._plan_sentiment(text) if "sentiment" in tasks else None
+        ner_plan, sentiment_plan = await asyncio.to_thread(self._plan, text, tasks)
         jobs: list[tuple[str, chunking.Window, Any]] = []
         if ner_plan:
             jobs += [("ner", w, self.ner_handle.predict.remote(w.text)) for w in ner_plan.windows]

@@ -1,0 +1,69 @@
+"""Numpy Viterbi and marginals against brute-force enumeration of every tag path."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from deployments.runtime.crf import CrfParams, tag_marginals, viterbi_decode
+
+
+def path_score(emissions: np.ndarray, crf: CrfParams, path: tuple[int, ...]) -> float:
+    score = crf.start_transitions[path[0]] + emissions[0, path[0]]
+    for t in range(1, len(path)):
+        score += crf.transitions[path[t - 1], path[t]] + emissions[t, path[t]]
+    return float(score + crf.end_transitions[path[-1]])
+
+
+def random_crf(rng: np.random.Generator, num_tags: int) -> CrfParams:
+    return CrfParams(
+        start_transitions=rng.normal(size=num_tags),
+        end_transitions=rng.normal(size=num_tags),
+        transitions=rng.normal(size=(num_tags, num_tags)),
+    )
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_viterbi_equals_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    num_tags, length = int(rng.integers(2, 5)), int(rng.integers(1, 6))
+    crf = random_crf(rng, num_tags)
+    emissions = rng.normal(size=(length, num_tags)) * 2
+    paths = list(itertools.product(range(num_tags), repeat=length))
+    scores = [path_score(emissions, crf, p) for p in paths]
+    best_path, best_score = viterbi_decode(emissions, crf)
+    assert tuple(best_path) == paths[int(np.argmax(scores))]
+    assert best_score == pytest.approx(max(scores))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_marginals_equal_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    num_tags, length = 3, int(rng.integers(1, 5))
+    crf = random_crf(rng, num_tags)
+    emissions = rng.normal(size=(length, num_tags))
+    paths = list(itertools.product(range(num_tags), repeat=length))
+    weights = np.exp([path_score(emissions, crf, p) for p in paths])
+    expected = np.zeros((length, num_tags))
+    for path, weight in zip(paths, weights, strict=True):
+        for t, tag in enumerate(path):
+            expected[t, tag] += weight
+    expected /= weights.sum()
+    np.testing.assert_allclose(tag_marginals(emissions, crf), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_transitions_are_prev_to_next() -> None:
+    # Emissions are flat; only transitions decide. 0→1 is rewarded, 1→0 punished.
+    crf = CrfParams(np.zeros(2), np.zeros(2), np.array([[0.0, 5.0], [-5.0, 0.0]]))
+    path, _ = viterbi_decode(np.zeros((2, 2)), crf)
+    assert path == [0, 1]
+
+
+def test_shape_mismatch_is_rejected() -> None:
+    with pytest.raises(ValueError, match="CRF shapes disagree"):
+        CrfParams(np.zeros(3), np.zeros(2), np.zeros((3, 3)))
+    crf = CrfParams(np.zeros(3), np.zeros(3), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="emissions have 2 tags"):
+        viterbi_decode(np.zeros((4, 2)), crf)

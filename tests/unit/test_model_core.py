@@ -1,0 +1,72 @@
+"""The pure model core on tiny real ONNX models: tokenise → ONNX Runtime → decode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployments.batching import run_in_token_budget, split_by_token_budget
+from deployments.runtime.ner import NerModel
+from deployments.runtime.sentiment import SentimentModel
+from deployments.runtime.tokenizer import TextTooLongError
+from tests.support.tiny_models import build_tiny_ner, build_tiny_sentiment
+
+LEXICON = {"马云": "PER", "杭州": "LOC", "腾讯公司": "ORG", "京": "LOC"}
+
+
+@pytest.fixture(scope="module", params=["crf", "argmax"])
+def ner(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> NerModel:
+    root = build_tiny_ner(
+        tmp_path_factory.mktemp(request.param), LEXICON, extra_chars="在的了和", crf=request.param == "crf"
+    )
+    return NerModel.from_model_dir(root)
+
+
+def test_ner_finds_lexicon_words_with_exact_offsets(ner: NerModel) -> None:
+    text = "😀马云在杭州的腾讯公司和京 𠀀"
+    (entities,) = ner.predict([text])
+    assert [(e.text, e.label, e.start, e.end) for e in entities] == [
+        ("马云", "PER", 1, 3),
+        ("杭州", "LOC", 4, 6),
+        ("腾讯公司", "ORG", 7, 11),
+        ("京", "LOC", 12, 13),
+    ]
+    for entity in entities:
+        assert text[entity.start : entity.end] == entity.text
+        assert 0.0 < entity.score <= 1.0
+
+
+def test_ner_batch_equals_one_by_one(ner: NerModel) -> None:
+    texts = ["马云在杭州", "腾讯公司", "", "   ", "和和和和和和和和和马云"]
+    assert ner.predict(texts) == [ner.predict([t])[0] for t in texts]
+    assert ner.predict([]) == []
+
+
+def test_ner_refuses_text_longer_than_its_window(ner: NerModel) -> None:
+    with pytest.raises(TextTooLongError):
+        ner.predict(["马" * 40])
+
+
+def test_sentiment_probabilities(tmp_path: Path) -> None:
+    model = SentimentModel.from_model_dir(build_tiny_sentiment(tmp_path / "s", "好棒", "差烂"))
+    good, bad = model.predict(["好好棒", "差烂了"])
+    assert good.label == "positive" and bad.label == "negative"
+    assert good.scores["positive"] + good.scores["negative"] == pytest.approx(1.0)
+    assert good.score == good.scores["positive"] > 0.5
+
+
+def test_token_budget_groups_by_length_and_keeps_order() -> None:
+    lengths = [5, 100, 6, 90, 7]
+    groups = split_by_token_budget(lengths, max_batch_tokens=200)
+    assert sorted(i for g in groups for i in g) == list(range(5))
+    for group in groups:
+        assert len(group) == 1 or max(lengths[i] for i in group) * len(group) <= 200
+    assert groups[0] == [0, 2, 4]  # the short ones travel together
+    items = ["a" * n for n in lengths]
+    assert run_in_token_budget(items, lengths, 200, lambda batch: [len(x) for x in batch]) == lengths
+
+
+def test_token_budget_fails_loudly_when_predict_drops_results() -> None:
+    with pytest.raises(ValueError):
+        run_in_token_budget(["a", "b"], [1, 1], 100, lambda batch: batch[:1])
