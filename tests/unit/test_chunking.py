@@ -54,9 +54,7 @@ FRAGMENTS = [
 
 texts = st.lists(st.sampled_from(FRAGMENTS), max_size=80).map("".join)
 # Runs without sentence ends, so some sentences outgrow small windows.
-long_runs = st.lists(st.sampled_from([*CJK, " ", "hello", "😀", "𠀀", "，"]), min_size=20, max_size=120).map(
-    "".join
-)
+long_runs = st.lists(st.sampled_from([*CJK, " ", "hello", "😀", "𠀀", "，"]), min_size=20, max_size=120).map("".join)
 documents = st.one_of(texts, st.tuples(texts, long_runs, texts).map("".join))
 
 
@@ -167,9 +165,7 @@ def test_sentences_tile_the_text(text: str) -> None:
 
 @PROPERTY_SETTINGS
 @given(documents, limits(), counters)
-def test_windows_cover_the_text_and_fit_the_model(
-    text: str, limit: tuple[int, int], counter_name: str
-) -> None:
+def test_windows_cover_the_text_and_fit_the_model(text: str, limit: tuple[int, int], counter_name: str) -> None:
     max_tokens, overlap = limit
     windows = plan_windows(text, COUNTERS[counter_name], max_tokens=max_tokens, overlap_tokens=overlap)
     assert_valid_windows(text, windows, counter_name, max_tokens)
@@ -185,8 +181,7 @@ def test_packed_window_that_counts_more_than_its_sentences_is_split_again() -> N
     def joining_costs(texts: Sequence[str]) -> list[int]:
         # Each sentence boundary inside a text costs 3 tokens more than its sentences alone.
         return [
-            count + 3 * max(0, text.count("。") - 1)
-            for count, text in zip(piece_counter(texts), texts, strict=True)
+            count + 3 * max(0, text.count("。") - 1) for count, text in zip(piece_counter(texts), texts, strict=True)
         ]
 
     text = "我爱。北京。天安门。"
@@ -398,9 +393,7 @@ def test_long_text_gives_one_unit_per_sentence() -> None:
 
 @PROPERTY_SETTINGS
 @given(documents, limits(), counters)
-def test_sentiment_units_cover_all_content_and_fit(
-    text: str, limit: tuple[int, int], counter_name: str
-) -> None:
+def test_sentiment_units_cover_all_content_and_fit(text: str, limit: tuple[int, int], counter_name: str) -> None:
     max_tokens, overlap = limit
     counter = COUNTERS[counter_name]
     units = sentiment_units(text, counter, max_tokens=max_tokens, overlap_tokens=overlap)

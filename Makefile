@@ -1,0 +1,48 @@
+# The README's two Quickstart commands are `make run` and `make test`; both set themselves up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test setup setup-test lint typecheck bench train eval clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP)-serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP)-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test,train,export]"
+	touch $@ $(STAMP)-serve
+
+setup: $(STAMP)-serve
+
+setup-test: $(STAMP)-test
+	scripts/install-browser-deps.sh
+
+## Serve the embedded models at http://127.0.0.1:8000 (UI at /, API docs at /docs). Ctrl+C stops.
+run: setup
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/serve run serve_config.yaml
+
+## Everything CI runs: lint, unit, Serve (real local cluster), export, training and browser tests.
+test: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Rebuild the embedded models from ../shared/data (≈2 h on 2 cores).
+train: setup-test
+	$(BIN)/zhserve-train --data ../shared/data --out models
+
+bench: setup-test
+	$(BIN)/python load_tests/bench_long_documents.py
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache .mypy_cache
