@@ -1,0 +1,51 @@
+"""The KubeRay manifest is valid against the RayService CRD and serves what serve_config.yaml serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD = REPO_ROOT.parent / "shared" / "schemas" / "kuberay-rayservice-crd.yaml"
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def rayservice() -> dict[str, Any]:
+    return load(REPO_ROOT / "k8s" / "rayservice.yaml")
+
+
+def test_rayservice_matches_the_crd_schema(rayservice: dict[str, Any]) -> None:
+    if not CRD.is_file():
+        pytest.skip(f"KubeRay CRD not found at {CRD}")
+    crd = load(CRD)
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == rayservice["apiVersion"].split("/")[1])
+    assert rayservice["kind"] == crd["spec"]["names"]["kind"]
+    jsonschema.validate(rayservice, version["schema"]["openAPIV3Schema"])
+
+
+def test_serve_config_v2_is_a_valid_serve_config_mirroring_the_local_one(rayservice: dict[str, Any]) -> None:
+    cluster = ServeDeploySchema.model_validate(yaml.safe_load(rayservice["spec"]["serveConfigV2"]))
+    local = ServeDeploySchema.model_validate(load(REPO_ROOT / "serve_config.yaml"))
+    (cluster_app,), (local_app,) = cluster.applications, local.applications
+    assert cluster_app.import_path == local_app.import_path == "serve_app.app:build_app"
+    assert {d.name for d in cluster_app.deployments} == {d.name for d in local_app.deployments}
+    for cluster_dep in cluster_app.deployments:
+        local_dep = next(d for d in local_app.deployments if d.name == cluster_dep.name)
+        # Batch knobs and limits are the same everywhere; replica counts and CPUs may differ.
+        assert cluster_dep.user_config == local_dep.user_config, cluster_dep.name
+        assert cluster_dep.max_ongoing_requests == local_dep.max_ongoing_requests
+    for dep in cluster_app.deployments + local_app.deployments:
+        batch = (dep.user_config or {}).get("max_batch_size")
+        if batch is not None:
+            assert dep.max_ongoing_requests >= batch, f"{dep.name}: batches could never fill"
+    assert Path(cluster_app.args["ner_model"]).is_absolute()
+    assert local.http_options.host == "127.0.0.1"  # loopback only on one box
