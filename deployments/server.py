@@ -17,9 +17,25 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class ItemError:
-    """One item of a batch failed; the others were answered. Carries a client-safe message."""
+    """One item of a batch failed; the others were answered. Carries a client-safe message.
+
+    ``retryable`` marks refusals that say nothing about the input (the replica is over its memory
+    budget): the API answers those 503 with Retry-After rather than 500.
+    """
 
     message: str
+    retryable: bool = False
+
+
+@dataclass
+class ServerStats:
+    """Counters of what this replica has computed (for tests, benchmarks and debugging)."""
+
+    replica: str = ""
+    items: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    rss_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,15 @@ class ModelInfo:
         return f"{self.name}@{self.version}"
 
 
+def _replica_id() -> str:
+    from ray import serve
+
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except RuntimeError:  # constructed outside a replica (unit tests)
+        return "local"
+
+
 class ReplicaOverMemoryError(RuntimeError):
     """The replica's resident memory exceeds its budget; Serve will replace it."""
 
@@ -55,6 +80,7 @@ class ModelServerBase(Generic[R]):
         self.memory = memory
         self.health_probe = health_probe
         self.config = BatchConfig()
+        self._stats = ServerStats(replica=_replica_id())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` live: batch size, batch wait, token budget, memory budget."""
@@ -82,6 +108,11 @@ class ModelServerBase(Generic[R]):
     def info(self) -> ModelInfo:
         return self.describe()
 
+    def stats(self) -> ServerStats:
+        """Items and batches computed so far by this replica, and its resident memory now."""
+        self._stats.rss_bytes = self.memory.rss_bytes()
+        return ServerStats(**vars(self._stats))
+
     def check_health(self) -> None:
         """Serve calls this periodically; raising marks the replica unhealthy and replaces it."""
         over, rss = self.memory.over_budget()
@@ -102,7 +133,10 @@ class ModelServerBase(Generic[R]):
         over, rss = self.memory.over_budget()
         if over:
             message = f"replica memory {rss >> 20} MiB is over its budget; retry shortly"
-            return [ItemError(message) for _ in texts]
+            return [ItemError(message, retryable=True) for _ in texts]
+        self._stats.items += len(texts)
+        self._stats.batches += 1
+        self._stats.largest_batch = max(self._stats.largest_batch, len(texts))
         try:
             return list(self._predict_sync(texts))
         except Exception:

@@ -23,15 +23,18 @@ MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 32},
     "ray_actor_options": {"num_cpus": 0.5, "memory": 1 << 30},
     "health_check_period_s": 10,
-    "user_config": {"max_batch_size": 16, "batch_wait_timeout_s": 0.005},
 }
 
 
 def build_app(args: dict[str, Any]) -> Application:
     """Build the zhserve application from typed arguments (see :class:`AppArgs`)."""
     settings = AppArgs.model_validate(args)
-    ner = serve.deployment(NerServer, name="NER").options(**MODEL_DEPLOYMENT_DEFAULTS)
-    sentiment = serve.deployment(SentimentServer, name="Sentiment").options(**MODEL_DEPLOYMENT_DEFAULTS)
+    ner = serve.deployment(NerServer, name="NER").options(
+        **MODEL_DEPLOYMENT_DEFAULTS, user_config=settings.ner_config.model_dump()
+    )
+    sentiment = serve.deployment(SentimentServer, name="Sentiment").options(
+        **MODEL_DEPLOYMENT_DEFAULTS, user_config=settings.sentiment_config.model_dump()
+    )
     ingress = serve.deployment(Ingress, name="Ingress").options(
         max_ongoing_requests=256,
         ray_actor_options={"num_cpus": 0.25},

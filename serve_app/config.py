@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deployments.batching import BatchConfig
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_NER_MODEL = REPO_ROOT / "models" / "ner"
 EMBEDDED_SENTIMENT_MODEL = REPO_ROOT / "models" / "sentiment"
@@ -45,6 +47,14 @@ class AppArgs(BaseModel):
         default=1, ge=1, le=64, description="ONNX Runtime threads per model replica (match its num_cpus)"
     )
     ui_dir: Path = Field(default=UI_DIR, description="Static web UI served at /")
+    ner_config: BatchConfig = Field(
+        default_factory=BatchConfig,
+        description="The NER deployment's initial user_config (serve_config.yaml's user_config overrides it)",
+    )
+    sentiment_config: BatchConfig = Field(
+        default_factory=BatchConfig,
+        description="The sentiment deployment's initial user_config (serve_config.yaml's overrides it)",
+    )
     ingress_config: IngressConfig = Field(
         default_factory=IngressConfig,
         description="The ingress's initial user_config (serve_config.yaml's user_config overrides it)",

@@ -124,6 +124,12 @@ def _api_error(exc: BaseException, timeout_s: float) -> Any:
     return exc
 
 
+def _item_error(error: ItemError) -> ZhserveError:
+    if error.retryable:
+        return OverloadedError(f"a model replica refused work: {error.message}", retry_after_s=5)
+    return ModelFailureError(f"the model failed on part of the text: {error.message}")
+
+
 async def _tagged(index: int, call: Awaitable[T]) -> tuple[int, T]:
     return index, await call
 
@@ -271,7 +277,7 @@ class Ingress:
     def _unwrap(results: Sequence[T | ItemError]) -> list[T]:
         for result in results:
             if isinstance(result, ItemError):
-                raise ModelFailureError(f"the model failed on part of the text: {result.message}")
+                raise _item_error(result)
         return list(results)  # type: ignore[arg-type]
 
     async def _analyze(self, text: str, tasks: Sequence[Task]) -> AnalyzeResponse:
@@ -420,7 +426,7 @@ class Ingress:
                 for done_count, next_done in enumerate(asyncio.as_completed(list(futures)), start=1):
                     index, output = await next_done
                     if isinstance(output, ItemError):
-                        raise ModelFailureError(f"the model failed on part of the text: {output.message}")
+                        raise _item_error(output)
                     outputs[index] = output
                     task, window, _ = jobs[index]
                     event: dict[str, Any] = {

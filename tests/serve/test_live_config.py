@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import httpx
@@ -50,3 +51,31 @@ def test_limits_api_key_and_timeout_reconfigure_live(zhserve_url: str) -> None:
     response = wait_for(zhserve_url, lambda r: r.status_code == 200)
     assert response.status_code == 200
     assert httpx.post(f"{zhserve_url}/v1/ner", json={"text": "马云"}, timeout=30).status_code == 200
+
+
+def test_memory_budget_is_enforced_and_the_replica_replaced(zhserve_url: str) -> None:
+    """A budget below the replica's resident memory: work is refused with 503 + Retry-After and
+    the failing health check makes Serve replace the replica."""
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    args = {"ner_model": str(EMBEDDED_NER), "sentiment_model": str(EMBEDDED_SENTIMENT)}
+    handle = serve.get_deployment_handle("NER", app_name="zhserve")
+    original = handle.stats.remote().result(timeout_s=30).replica
+    try:
+        serve.run(build_app({**args, "ner_config": {"memory_limit_mb": 64}}), name="zhserve", route_prefix="/")
+        response = wait_for(zhserve_url, lambda r: r.status_code == 503)
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "overloaded" and "budget" in response.json()["error"]["message"]
+        assert int(response.headers["retry-after"]) > 0
+        deadline = time.monotonic() + 90
+        replicas = {original}
+        while time.monotonic() < deadline and replicas == {original}:
+            with contextlib.suppress(Exception):  # a replica being replaced may not answer
+                replicas.add(handle.stats.remote().result(timeout_s=10).replica)
+            time.sleep(1)
+        assert replicas - {original}, "the over-budget replica was never replaced"
+    finally:
+        serve.run(build_app(args), name="zhserve", route_prefix="/")
+    assert wait_for(zhserve_url, lambda r: r.status_code == 200).status_code == 200
