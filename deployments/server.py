@@ -56,6 +56,15 @@ class ModelInfo:
         return f"{self.name}@{self.version}"
 
 
+def _rss_gauge() -> Any:
+    from ray.serve.metrics import Gauge
+
+    return Gauge(
+        "zhserve_replica_resident_bytes",
+        description="Resident memory of a model replica, compared with its memory_limit_mb budget.",
+    )
+
+
 def _replica_id() -> str:
     from ray import serve
 
@@ -81,6 +90,7 @@ class ModelServerBase(Generic[R]):
         self.health_probe = health_probe
         self.config = BatchConfig()
         self._stats = ServerStats(replica=_replica_id())
+        self._rss_gauge = _rss_gauge()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` live: batch size, batch wait, token budget, memory budget."""
@@ -116,6 +126,7 @@ class ModelServerBase(Generic[R]):
     def check_health(self) -> None:
         """Serve calls this periodically; raising marks the replica unhealthy and replaces it."""
         over, rss = self.memory.over_budget()
+        self._rss_gauge.set(rss)
         if over:
             raise ReplicaOverMemoryError(
                 f"resident memory {rss >> 20} MiB exceeds the budget of {self.config.memory_limit_mb} MiB"

@@ -111,15 +111,12 @@ def _check_limits(max_tokens: int, overlap_tokens: int) -> int:
         )
     if not 0 <= overlap_tokens < budget:
         raise ValueError(
-            f"overlap_tokens is {overlap_tokens}; with max_tokens={max_tokens} it must be "
-            f"between 0 and {budget - 1}"
+            f"overlap_tokens is {overlap_tokens}; with max_tokens={max_tokens} it must be between 0 and {budget - 1}"
         )
     return budget
 
 
-def plan_windows(
-    text: str, count_tokens: TokenCounter, *, max_tokens: int, overlap_tokens: int = 32
-) -> list[Window]:
+def plan_windows(text: str, count_tokens: TokenCounter, *, max_tokens: int, overlap_tokens: int = 32) -> list[Window]:
     """Windows that cover ``text`` and each fit the model: token count + 2 <= ``max_tokens``.
 
     Whole consecutive sentences are packed greedily into windows, which then do not overlap.
@@ -160,9 +157,7 @@ def plan_windows(
     flush(len(sentences))
 
     spans = _recount_packed(text, planned, sentences, count_tokens, budget)
-    return [
-        Window(index=i, start=start, end=end, text=text[start:end]) for i, (start, end) in enumerate(spans)
-    ]
+    return [Window(index=i, start=start, end=end, text=text[start:end]) for i, (start, end) in enumerate(spans)]
 
 
 def _recount_packed(
@@ -340,9 +335,7 @@ def _cut_by_search(
         spans.append((window_start, window_end))
         covered = window_end
         if covered < end:
-            window_start = _overlap_start(
-                text, count_tokens, window_start, covered, overlap_tokens, chars_per_token
-            )
+            window_start = _overlap_start(text, count_tokens, window_start, covered, overlap_tokens, chars_per_token)
     return spans
 
 
@@ -445,9 +438,7 @@ def merge_entities(
     candidates: list[tuple[Entity, int]] = []
     for window, entities in zip(windows, window_entities, strict=True):
         if document[window.start : window.end] != window.text:
-            raise ValueError(
-                f"window {window.index} ({window.start}..{window.end}) does not match the document"
-            )
+            raise ValueError(f"window {window.index} ({window.start}..{window.end}) does not match the document")
         for entity in entities:
             if not 0 <= entity.start < entity.end <= len(window.text):
                 raise ValueError(
@@ -518,9 +509,7 @@ def sentiment_units(
         else:
             # A cut may fall next to whitespace; a unit's span is its content, as for sentences.
             pieces = _cut_long_span(text, s, e, tokens, count_tokens, budget, overlap_tokens)
-            spans.extend(
-                piece for piece in (_content_span(text, a, b) for a, b in pieces) if piece[0] < piece[1]
-            )
+            spans.extend(piece for piece in (_content_span(text, a, b) for a, b in pieces) if piece[0] < piece[1])
     return [Window(index=i, start=s, end=e, text=text[s:e]) for i, (s, e) in enumerate(spans)]
 
 
@@ -529,9 +518,7 @@ def _argmax(probabilities: dict[str, float]) -> str:
     return max(probabilities, key=lambda label: probabilities[label])
 
 
-def sentence_sentiments(
-    units: Sequence[Window], probabilities: Sequence[dict[str, float]]
-) -> list[SentenceSentiment]:
+def sentence_sentiments(units: Sequence[Window], probabilities: Sequence[dict[str, float]]) -> list[SentenceSentiment]:
     """The per-unit sentiment list: each unit's span, most probable label and its probability."""
     if len(units) != len(probabilities):
         raise ValueError(f"got {len(units)} units but probabilities for {len(probabilities)}")

@@ -24,12 +24,8 @@ class IngressConfig(BaseModel):
     max_batch_chars: int = Field(default=1_000_000, ge=1, description="Characters in one /v1/batch request")
     max_body_bytes: int = Field(default=8 << 20, ge=1024, description="Bytes of one request body")
     request_timeout_s: float = Field(default=120.0, gt=0, description="Time limit of one request")
-    window_overlap_tokens: int = Field(
-        default=32, ge=0, description="Overlap of windows cut from long sentences"
-    )
-    api_key: str | None = Field(
-        default=None, description="If set, /v1/* requires 'Authorization: Bearer <key>'"
-    )
+    window_overlap_tokens: int = Field(default=32, ge=0, description="Overlap of windows cut from long sentences")
+    api_key: str | None = Field(default=None, description="If set, /v1/* requires 'Authorization: Bearer <key>'")
 
 
 class AppArgs(BaseModel):
@@ -64,5 +60,3 @@ class AppArgs(BaseModel):
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()
-
-

@@ -44,6 +44,7 @@ from serve_app.errors import (
     ZhserveError,
     install_error_handlers,
 )
+from serve_app.metrics import IngressMetrics, window_counts
 from serve_app.schemas import (
     ERROR_RESPONSES,
     AnalyzeRequest,
@@ -106,9 +107,7 @@ async def require_json(request: Request) -> None:
         )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
-        raise PayloadTooLargeError(
-            f"request body has {int(declared):,} bytes; the limit is {config.max_body_bytes:,}"
-        )
+        raise PayloadTooLargeError(f"request body has {int(declared):,} bytes; the limit is {config.max_body_bytes:,}")
 
 
 def _api_error(exc: BaseException, timeout_s: float) -> Any:
@@ -185,9 +184,7 @@ class SentimentPlan:
 class Ingress:
     """Composes the NER and sentiment deployments behind HTTP API v1."""
 
-    def __init__(
-        self, ner: DeploymentHandle, sentiment: DeploymentHandle, args: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, args: dict[str, Any] | None = None) -> None:
         settings = AppArgs.model_validate(args or {})
         self.ner_handle = ner
         self.sentiment_handle = sentiment
@@ -196,6 +193,7 @@ class Ingress:
         self.ui_dir = settings.ui_dir
         self.config = IngressConfig()
         app.state.config = self.config
+        self.metrics = IngressMetrics()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.config = IngressConfig.model_validate(user_config or {})
@@ -256,12 +254,8 @@ class Ingress:
             model=self.ner_model.manifest.model_id,
         )
 
-    def _sentiment_result(
-        self, plan: SentimentPlan, outputs: Sequence[SentimentResult]
-    ) -> SentimentResultOut:
-        label, score, probabilities = chunking.aggregate_sentiment(
-            plan.units, [output.scores for output in outputs]
-        )
+    def _sentiment_result(self, plan: SentimentPlan, outputs: Sequence[SentimentResult]) -> SentimentResultOut:
+        label, score, probabilities = chunking.aggregate_sentiment(plan.units, [output.scores for output in outputs])
         return SentimentResultOut(
             label=label,  # type: ignore[arg-type]
             score=score,
@@ -285,19 +279,20 @@ class Ingress:
         ner_plan, sentiment_plan = await asyncio.to_thread(self._plan, text, tasks)
         ner_calls = [self.ner_handle.predict.remote(w.text) for w in ner_plan.windows] if ner_plan else []
         sentiment_calls = (
-            [self.sentiment_handle.predict.remote(u.text) for u in sentiment_plan.units]
-            if sentiment_plan
-            else []
+            [self.sentiment_handle.predict.remote(u.text) for u in sentiment_plan.units] if sentiment_plan else []
         )
         outputs = await self._gather([*ner_calls, *sentiment_calls])
         response = AnalyzeResponse()
         if ner_plan is not None:
             response.ner = self._ner_result(text, ner_plan, self._unwrap(outputs[: len(ner_calls)]))
         if sentiment_plan is not None:
-            response.sentiment = self._sentiment_result(
-                sentiment_plan, self._unwrap(outputs[len(ner_calls) :])
-            )
+            response.sentiment = self._sentiment_result(sentiment_plan, self._unwrap(outputs[len(ner_calls) :]))
         response.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        self.metrics.observe(
+            text,
+            window_counts(ner_plan and ner_plan.windows, sentiment_plan and sentiment_plan.units),
+            response,
+        )
         return response
 
     async def _gather(self, calls: Sequence[Awaitable[Any]]) -> list[Any]:
@@ -317,9 +312,7 @@ class Ingress:
 
     # ---------------------------------------------------------------- routes
 
-    @app.post(
-        "/v1/ner", response_model=NerResult, responses=ERROR_RESPONSES, dependencies=[Depends(require_json)]
-    )
+    @app.post("/v1/ner", response_model=NerResult, responses=ERROR_RESPONSES, dependencies=[Depends(require_json)])
     async def ner(self, body: TextRequest) -> NerResult:
         """Named entities of `text` with exact code-point offsets."""
         self._check_text(body.text)
@@ -376,9 +369,7 @@ class Ingress:
         results = await asyncio.gather(*(self._analyze(text, body.tasks) for text in body.texts))
         for result in results:
             result.elapsed_ms = None
-        return BatchResponse(
-            results=list(results), elapsed_ms=round((time.perf_counter() - started) * 1000, 2)
-        )
+        return BatchResponse(results=list(results), elapsed_ms=round((time.perf_counter() - started) * 1000, 2))
 
     @app.post(
         "/v1/analyze/stream",
@@ -403,12 +394,8 @@ class Ingress:
         if ner_plan:
             jobs += [("ner", w, self.ner_handle.predict.remote(w.text)) for w in ner_plan.windows]
         if sentiment_plan:
-            jobs += [
-                ("sentiment", u, self.sentiment_handle.predict.remote(u.text)) for u in sentiment_plan.units
-            ]
-        futures = {
-            asyncio.ensure_future(_tagged(index, call)): index for index, (_, _, call) in enumerate(jobs)
-        }
+            jobs += [("sentiment", u, self.sentiment_handle.predict.remote(u.text)) for u in sentiment_plan.units]
+        futures = {asyncio.ensure_future(_tagged(index, call)): index for index, (_, _, call) in enumerate(jobs)}
         outputs: list[Any] = [None] * len(jobs)
         yield _line(
             {
@@ -457,6 +444,11 @@ class Ingress:
             if sentiment_plan is not None:
                 summary.sentiment = self._sentiment_result(sentiment_plan, outputs[split:])
             summary.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            self.metrics.observe(
+                text,
+                window_counts(ner_plan and ner_plan.windows, sentiment_plan and sentiment_plan.units),
+                summary,
+            )
             yield _line({"event": "summary", **summary.model_dump(exclude_none=True)})
         except (
             TimeoutError,

@@ -42,9 +42,7 @@ class OnnxSpec(BaseModel):
     def _known_inputs(self) -> OnnxSpec:
         unknown = [name for name in self.inputs if name not in ONNX_INPUT_NAMES]
         if unknown or not self.inputs:
-            raise ValueError(
-                f"onnx.inputs must be a non-empty subset of {sorted(ONNX_INPUT_NAMES)}, got {self.inputs}"
-            )
+            raise ValueError(f"onnx.inputs must be a non-empty subset of {sorted(ONNX_INPUT_NAMES)}, got {self.inputs}")
         return self
 
 
@@ -75,9 +73,7 @@ class Manifest(BaseModel):
             raise ValueError(f"labels must be non-empty and unique, got {self.labels}")
         if self.task == "sentiment":
             if set(self.labels) != SENTIMENT_LABELS:
-                raise ValueError(
-                    f"sentiment labels must be exactly {sorted(SENTIMENT_LABELS)}, got {self.labels}"
-                )
+                raise ValueError(f"sentiment labels must be exactly {sorted(SENTIMENT_LABELS)}, got {self.labels}")
         else:
             if self.tag_scheme is None or self.decoder is None:
                 raise ValueError("an NER manifest needs tag_scheme and decoder")

@@ -44,9 +44,7 @@ class NerModel:
         self.labels = list(manifest.labels)
 
     @classmethod
-    def from_model_dir(
-        cls, path: str | Path, *, intra_op_threads: int = 1, verify_checksums: bool = True
-    ) -> NerModel:
+    def from_model_dir(cls, path: str | Path, *, intra_op_threads: int = 1, verify_checksums: bool = True) -> NerModel:
         model_dir = ModelDir.load(path, verify_checksums=verify_checksums)
         manifest = model_dir.manifest
         tokenizer = BertChineseTokenizer.from_vocab_file(
@@ -81,9 +79,7 @@ class NerModel:
             token_emissions = emissions[row, 1 : 1 + length]
             tag_ids, confidences = self._decode(token_emissions)
             tags = [self.labels[tag_id] for tag_id in tag_ids]
-            results.append(
-                build_entities(text, tags, token_offsets, confidences, self.manifest.tag_scheme or "BIO")
-            )
+            results.append(build_entities(text, tags, token_offsets, confidences, self.manifest.tag_scheme or "BIO"))
         return results
 
     def _decode(self, token_emissions: np.ndarray) -> tuple[list[int], list[float]]:

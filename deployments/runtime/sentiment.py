@@ -27,9 +27,7 @@ class SentimentResult:
 class SentimentModel:
     """Batch-first binary sentiment classifier over one model directory."""
 
-    def __init__(
-        self, model_dir: ModelDir, session: ort.InferenceSession, tokenizer: BertChineseTokenizer
-    ) -> None:
+    def __init__(self, model_dir: ModelDir, session: ort.InferenceSession, tokenizer: BertChineseTokenizer) -> None:
         if model_dir.manifest.task != "sentiment":
             raise ValueError(f"{model_dir.path} holds a {model_dir.manifest.task!r} model, not 'sentiment'")
         self.model_dir = model_dir

@@ -16,9 +16,7 @@ def create_session(
     to every core of the machine, and several replicas on one node then fight over them.
     """
     if intra_op_threads < 1 or inter_op_threads < 1:
-        raise ValueError(
-            f"thread counts must be >= 1, got intra_op={intra_op_threads}, inter_op={inter_op_threads}"
-        )
+        raise ValueError(f"thread counts must be >= 1, got intra_op={intra_op_threads}, inter_op={inter_op_threads}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads

@@ -47,8 +47,7 @@ class TextTooLongError(ValueError):
 
     def __init__(self, num_tokens: int, max_tokens: int) -> None:
         super().__init__(
-            f"text has {num_tokens} tokens; the model takes at most {max_tokens} "
-            "(split it into windows first)"
+            f"text has {num_tokens} tokens; the model takes at most {max_tokens} (split it into windows first)"
         )
         self.num_tokens = num_tokens
         self.max_tokens = max_tokens
