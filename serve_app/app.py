@@ -29,13 +29,13 @@ MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
 def build_app(args: dict[str, Any]) -> Application:
     """Build the zhserve application from typed arguments (see :class:`AppArgs`)."""
     settings = AppArgs.model_validate(args)
-    ner = serve.deployment(NerServer, name="NER").options(
+    ner = serve.deployment(name="NER")(NerServer).options(
         **MODEL_DEPLOYMENT_DEFAULTS, user_config=settings.ner_config.model_dump()
     )
-    sentiment = serve.deployment(SentimentServer, name="Sentiment").options(
+    sentiment = serve.deployment(name="Sentiment")(SentimentServer).options(
         **MODEL_DEPLOYMENT_DEFAULTS, user_config=settings.sentiment_config.model_dump()
     )
-    ingress = serve.deployment(Ingress, name="Ingress").options(
+    ingress = serve.deployment(name="Ingress")(Ingress).options(
         max_ongoing_requests=256,
         ray_actor_options={"num_cpus": 0.25},
         user_config=settings.ingress_config.model_dump(),

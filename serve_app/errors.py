@@ -7,6 +7,7 @@ Messages say what was received and what is allowed; they never carry a traceback
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -95,7 +96,7 @@ def error_response(error: ZhserveError) -> JSONResponse:
     return JSONResponse(error.to_body(), status_code=error.status_code, headers=error.headers)
 
 
-def describe_validation_errors(errors: list[dict]) -> str:  # type: ignore[type-arg]
+def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     """One readable sentence from pydantic's error list: where, and what was wrong."""
     parts = []
     for error in errors[:5]:

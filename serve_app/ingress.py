@@ -290,7 +290,7 @@ class Ingress:
         response.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         self.metrics.observe(
             text,
-            window_counts(ner_plan and ner_plan.windows, sentiment_plan and sentiment_plan.units),
+            window_counts(ner_plan.windows if ner_plan else None, sentiment_plan.units if sentiment_plan else None),
             response,
         )
         return response
@@ -446,7 +446,7 @@ class Ingress:
             summary.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
             self.metrics.observe(
                 text,
-                window_counts(ner_plan and ner_plan.windows, sentiment_plan and sentiment_plan.units),
+                window_counts(ner_plan.windows if ner_plan else None, sentiment_plan.units if sentiment_plan else None),
                 summary,
             )
             yield _line({"event": "summary", **summary.model_dump(exclude_none=True)})

@@ -10,8 +10,8 @@ from ray.serve.metrics import Counter, Histogram
 
 from serve_app.schemas import AnalyzeResponse
 
-WINDOW_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
-CHAR_BOUNDARIES = [50, 200, 1_000, 5_000, 20_000, 50_000, 100_000, 200_000]
+WINDOW_BOUNDARIES = [1.0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
+CHAR_BOUNDARIES = [50.0, 200, 1_000, 5_000, 20_000, 50_000, 100_000, 200_000]
 
 
 class IngressMetrics:
@@ -51,6 +51,7 @@ class IngressMetrics:
 
 
 def window_counts(ner_windows: Sequence[object] | None, sentiment_units: Sequence[object] | None) -> dict[str, int]:
+    """``{task: number of windows}`` for the tasks that ran (``None`` = task not requested)."""
     counts = {}
     if ner_windows is not None:
         counts["ner"] = len(ner_windows)

@@ -69,7 +69,7 @@ class NerModel:
         if not texts:
             return []
         emissions, offsets = self.emissions(texts)
-        results = []
+        results: list[list[Entity]] = []
         for row, (text, token_offsets) in enumerate(zip(texts, offsets, strict=True)):
             length = len(token_offsets)
             if length == 0:
