@@ -38,12 +38,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    """A fresh local Ray cluster (2 CPUs, no dashboard) and Serve with HTTP on 127.0.0.1."""
+    """A fresh local Ray cluster (no dashboard) and Serve with HTTP on 127.0.0.1."""
     import ray
     from ray import serve
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # 4 logical CPUs on a 2-core box: room for a second application (the exported-twin test)
+    # beside the main one; Ray CPUs are scheduling units, ONNX threads are set per replica.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     try:
         yield

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import random
+
+from deployments.runtime.tokenizer import BertChineseTokenizer
+from training.data import (
+    bioes_labels,
+    char_spans_to_tags,
+    length_batches,
+    ner_examples,
+    pad_batch,
+    split_dev,
+    windows,
+)
+from training.vocab import build_vocab
+
+
+def small_tokenizer() -> BertChineseTokenizer:
+    tokens = build_vocab(["马云在杭州 iPhone15发布", "北京大学的李明教授"] * 3, wordpiece_size=100)
+    return BertChineseTokenizer({t: i for i, t in enumerate(tokens)}, lowercase=True)
+
+
+def test_vocab_specials_first_and_every_char_kept() -> None:
+    tokens = build_vocab(["马云在杭州", "马云"] * 2, wordpiece_size=50)
+    assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert {"马", "云", "杭", "州", "a", "##a", "0", "##9"} <= set(tokens)
+    assert len(tokens) == len(set(tokens))
+
+
+def test_bioes_labels() -> None:
+    labels = bioes_labels()
+    assert labels[0] == "O" and len(labels) == 13
+    assert labels[1:5] == ["B-PER", "I-PER", "E-PER", "S-PER"]
+
+
+def test_char_spans_to_tags_cjk_and_wordpieces() -> None:
+    tokenizer = small_tokenizer()
+    labels = bioes_labels()
+    text = "马云在杭州 iPhone15发布"
+    entities = [{"start": 0, "end": 2, "label": "PER"}, {"start": 3, "end": 4, "label": "LOC"},
+                {"start": 6, "end": 14, "label": "ORG"}]
+    [(ids, offsets)] = tokenizer.tokenize([text])
+    tags = [labels[t] for t in char_spans_to_tags(offsets, entities, {l: i for i, l in enumerate(labels)})]
+    assert tags[:5] == ["B-PER", "E-PER", "O", "S-LOC", "O"]
+    latin = [tag for (s, e), tag in zip(offsets, tags) if 6 <= s < 14]
+    assert latin[0] in ("B-ORG", "S-ORG") and latin[-1] in ("E-ORG", "S-ORG")
+    assert tags[-2:] == ["O", "O"]
+
+
+def test_ner_examples_window_long_texts() -> None:
+    tokenizer = small_tokenizer()
+    rows = [{"text": "马云" * 20, "entities": [{"start": 0, "end": 2, "label": "PER"}]}]
+    examples = ner_examples(rows, tokenizer, bioes_labels(), max_seq_length=12)
+    assert all(len(e.ids) <= 10 for e in examples)
+    assert sum(len(e.ids) for e in examples) >= 40
+
+
+def test_windows_cover_everything() -> None:
+    assert list(windows(5, 10, 5)) == [(0, 5)]
+    spans = list(windows(25, 10, 5))
+    assert spans[0] == (0, 10) and spans[-1][1] == 25
+
+
+def test_split_dev_is_deterministic_and_disjoint() -> None:
+    rows = [{"text": str(i)} for i in range(100)]
+    train, dev = split_dev(rows, 0.1, seed=7)
+    assert len(dev) == 10 and len(train) == 90
+    assert split_dev(rows, 0.1, seed=7)[1] == dev
+    assert not {r["text"] for r in dev} & {r["text"] for r in train}
+
+
+def test_pad_batch_layout() -> None:
+    tokenizer = small_tokenizer()
+    ids, mask = pad_batch([[10, 11, 12], [13]], tokenizer)
+    assert ids.shape == (2, 5)
+    assert ids[1].tolist() == [tokenizer.cls_id, 13, tokenizer.sep_id, 0, 0]
+    assert mask.sum(1).tolist() == [5, 3]
+
+
+def test_length_batches_respect_token_budget() -> None:
+    lengths = [random.Random(i).randint(1, 50) for i in range(300)]
+    batches = length_batches(lengths, max_tokens=400, max_batch=32, rng=random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    for batch in batches:
+        assert len(batch) <= 32
+        assert len(batch) == 1 or max(lengths[i] + 2 for i in batch) * len(batch) <= 400

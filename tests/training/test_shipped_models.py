@@ -1,0 +1,51 @@
+"""Golden sentences through the shipped model directories and the serving model core (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deployments.runtime.model_dir import ModelDir
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+NEWS = "2024年3月，马云在杭州阿里巴巴总部会见了来自北京大学的李明教授。"
+
+
+def model_dir(name: str) -> Path:
+    path = MODELS / name
+    if not (path / "manifest.json").is_file():
+        pytest.skip(f"{path} has no trained model")
+    return path
+
+
+def test_manifests_follow_the_contract() -> None:
+    for name, output in (("ner", "emissions"), ("sentiment", "logits")):
+        loaded = ModelDir.load(model_dir(name))
+        manifest = loaded.manifest
+        assert manifest.onnx.inputs == ["input_ids", "attention_mask"]
+        assert manifest.onnx.output == output
+        assert manifest.quantization == "int8-dynamic"
+        size = sum(p.stat().st_size for p in loaded.path.iterdir() if p.is_file())
+        assert size <= 25 * 1024 * 1024
+    ner = ModelDir.load(model_dir("ner")).manifest
+    assert ner.tag_scheme == "BIOES" and ner.decoder == "crf" and ner.entity_types == ["PER", "LOC", "ORG"]
+    with np.load(model_dir("ner") / "crf.npz") as crf:
+        assert crf["transitions"].shape == (13, 13)
+
+
+def test_ner_golden_sentence() -> None:
+    ner = pytest.importorskip("deployments.runtime.ner")
+    model = ner.NerModel.from_model_dir(model_dir("ner"))
+    (entities,) = model.predict([NEWS])
+    found = {(e.text, e.label) for e in entities}
+    assert {("马云", "PER"), ("杭州", "LOC"), ("阿里巴巴", "ORG"), ("北京大学", "ORG"), ("李明", "PER")} <= found
+    assert all(NEWS[e.start : e.end] == e.text for e in entities)
+
+
+def test_sentiment_golden_sentences() -> None:
+    sentiment = pytest.importorskip("deployments.runtime.sentiment")
+    model = sentiment.SentimentModel.from_model_dir(model_dir("sentiment"))
+    results = model.predict(["这家餐厅太难吃了，服务也很差", "服务很贴心，下次还来"])
+    assert [r.label for r in results] == ["negative", "positive"]
