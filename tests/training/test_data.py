@@ -37,12 +37,15 @@ def test_char_spans_to_tags_cjk_and_wordpieces() -> None:
     tokenizer = small_tokenizer()
     labels = bioes_labels()
     text = "马云在杭州 iPhone15发布"
-    entities = [{"start": 0, "end": 2, "label": "PER"}, {"start": 3, "end": 4, "label": "LOC"},
-                {"start": 6, "end": 14, "label": "ORG"}]
-    [(ids, offsets)] = tokenizer.tokenize([text])
-    tags = [labels[t] for t in char_spans_to_tags(offsets, entities, {l: i for i, l in enumerate(labels)})]
+    entities = [
+        {"start": 0, "end": 2, "label": "PER"},
+        {"start": 3, "end": 4, "label": "LOC"},
+        {"start": 6, "end": 14, "label": "ORG"},
+    ]
+    [(_, offsets)] = tokenizer.tokenize([text])
+    tags = [labels[t] for t in char_spans_to_tags(offsets, entities, {label: i for i, label in enumerate(labels)})]
     assert tags[:5] == ["B-PER", "E-PER", "O", "S-LOC", "O"]
-    latin = [tag for (s, e), tag in zip(offsets, tags) if 6 <= s < 14]
+    latin = [tag for (s, e), tag in zip(offsets, tags, strict=True) if 6 <= s < 14]
     assert latin[0] in ("B-ORG", "S-ORG") and latin[-1] in ("E-ORG", "S-ORG")
     assert tags[-2:] == ["O", "O"]
 

@@ -15,8 +15,15 @@ from training.ner_model import CRF, NerConfig, NerNet, bioes_constraints  # noqa
 from training.onnx_io import export_onnx, quantize_int8, session  # noqa: E402
 from training.sentiment_model import SentimentConfig, SentimentNet  # noqa: E402
 
-SMALL = {"char_dim": 16, "bigram_buckets": 101, "bigram_dim": 8, "trigram_buckets": 53, "trigram_dim": 8,
-         "hidden": 24, "dropout": 0.0}
+SMALL = {
+    "char_dim": 16,
+    "bigram_buckets": 101,
+    "bigram_dim": 8,
+    "trigram_buckets": 53,
+    "trigram_dim": 8,
+    "hidden": 24,
+    "dropout": 0.0,
+}
 
 
 def batches() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -73,7 +80,7 @@ def brute_force(emissions: np.ndarray, start: np.ndarray, end: np.ndarray, trans
     scores = {}
     for path in itertools.product(range(emissions.shape[1]), repeat=emissions.shape[0]):
         s = start[path[0]] + end[path[-1]] + sum(emissions[t, k] for t, k in enumerate(path))
-        s += sum(trans[a, b] for a, b in zip(path, path[1:]))
+        s += sum(trans[a, b] for a, b in itertools.pairwise(path))
         scores[path] = s
     return scores
 

