@@ -38,6 +38,8 @@
     run: null, // the analysis in progress or last shown (see newRun)
     controller: null,
     renderQueued: false,
+    lastRenderAt: 0,
+    renderCostMs: 0,
   };
 
   // ------------------------------------------------------------------ helpers
@@ -173,25 +175,36 @@
 
   // ------------------------------------------------------------------ rendering: text
 
+  /**
+   * Progressive renders while streaming, spaced by several times the cost of the last one so a
+   * very long document does not spend its time redrawing instead of reading the stream.
+   */
   function scheduleRender() {
     if (state.renderQueued) return;
     state.renderQueued = true;
-    requestAnimationFrame(() => {
-      state.renderQueued = false;
-      renderAll();
-    });
+    const interval = Math.min(1500, Math.max(60, state.renderCostMs * 4));
+    const wait = Math.max(0, state.lastRenderAt + interval - performance.now());
+    window.setTimeout(() => {
+      requestAnimationFrame(() => {
+        state.renderQueued = false;
+        renderAll();
+      });
+    }, wait);
   }
 
   function renderAll() {
     const run = state.run;
     if (!run) return;
+    const started = performance.now();
     renderOutput(run);
     renderTable(run);
     renderLegend(run);
     renderStrip(run);
     const sentiment = run.result ? run.result.sentiment : run.streaming ? provisionalSentiment(run) : null;
     renderVerdict(sentiment, { provisional: !run.result });
-    requestAnimationFrame(layoutGutter);
+    layoutGutter();
+    state.lastRenderAt = performance.now();
+    state.renderCostMs = state.lastRenderAt - started;
   }
 
   /** Non-overlapping entities in order (the final API result never overlaps; this is a guard). */
@@ -205,16 +218,6 @@
       }
     }
     return placed;
-  }
-
-  function sentenceIndexAt(sentences, position) {
-    let found = -1;
-    for (let i = 0; i < sentences.length && sentences[i].start <= position; i += 1) found = i;
-    return found;
-  }
-
-  function isCovered(run, position) {
-    return run.covered.some(([start, end]) => start <= position && position < end);
   }
 
   /**
@@ -232,13 +235,14 @@
     const sortedCuts = [...cuts].filter((c) => c >= 0 && c <= n).sort((a, b) => a - b);
 
     const tokens = [];
+    let nextCut = 0;
     const pushPlain = (from, to) => {
       let at = from;
-      for (const cut of sortedCuts) {
-        if (cut <= at) continue;
-        if (cut >= to) break;
-        tokens.push({ kind: "plain", start: at, end: cut });
-        at = cut;
+      while (nextCut < sortedCuts.length && sortedCuts[nextCut] <= at) nextCut += 1;
+      while (nextCut < sortedCuts.length && sortedCuts[nextCut] < to) {
+        tokens.push({ kind: "plain", start: at, end: sortedCuts[nextCut] });
+        at = sortedCuts[nextCut];
+        nextCut += 1;
       }
       if (at < to) tokens.push({ kind: "plain", start: at, end: to });
     };
@@ -249,9 +253,19 @@
       cursor = entity.end;
     }
     pushPlain(cursor, n);
+    // Tokens come in text order, so one forward pass finds each token's sentence and coverage.
+    const covered = [...run.covered].sort((a, b) => a[0] - b[0]);
+    let sentence = -1;
+    let range = 0;
+    let coveredUntil = -1;
     for (const token of tokens) {
-      token.sentence = sentenceIndexAt(sentences, token.start);
-      token.pending = pendingMatters && token.kind === "plain" && !isCovered(run, token.start);
+      while (sentence + 1 < sentences.length && sentences[sentence + 1].start <= token.start) sentence += 1;
+      while (range < covered.length && covered[range][0] <= token.start) {
+        coveredUntil = Math.max(coveredUntil, covered[range][1]);
+        range += 1;
+      }
+      token.sentence = sentence;
+      token.pending = pendingMatters && token.kind === "plain" && token.start >= coveredUntil;
     }
     return { tokens, sentences };
   }
