@@ -68,10 +68,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def screenshot_path(name: str) -> Path:
+    """artifacts/screenshots/<name>.png, its directory created."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{name}.png"
+
+
 def screenshot(page: Any, name: str) -> Path:
     """Saves a full-page screenshot as artifacts/screenshots/<name>.png."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    path = screenshot_path(name)
     page.screenshot(path=str(path), full_page=True)
     return path
 
