@@ -29,20 +29,24 @@ MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
 def build_app(args: dict[str, Any]) -> Application:
     """Build the zhserve application from typed arguments (see :class:`AppArgs`)."""
     settings = AppArgs.model_validate(args)
+    threads = settings.intra_op_threads
     ner = serve.deployment(name="NER")(NerServer).options(
-        **MODEL_DEPLOYMENT_DEFAULTS, user_config=settings.ner_config.model_dump()
+        **MODEL_DEPLOYMENT_DEFAULTS,
+        user_config=settings.ner_config.model_dump(),
     )
     sentiment = serve.deployment(name="Sentiment")(SentimentServer).options(
-        **MODEL_DEPLOYMENT_DEFAULTS, user_config=settings.sentiment_config.model_dump()
+        **MODEL_DEPLOYMENT_DEFAULTS,
+        user_config=settings.sentiment_config.model_dump(),
     )
+    # The ingress needs only the model directories (for manifests and tokenizers) and the UI.
+    ingress_args = settings.model_dump(mode="json", include={"ner_model", "sentiment_model", "ui_dir"})
     ingress = serve.deployment(name="Ingress")(Ingress).options(
         max_ongoing_requests=256,
         ray_actor_options={"num_cpus": 0.25},
         user_config=settings.ingress_config.model_dump(),
     )
-    threads = settings.intra_op_threads
     return ingress.bind(
         ner.bind(str(settings.ner_model), intra_op_threads=threads),
         sentiment.bind(str(settings.sentiment_model), intra_op_threads=threads),
-        settings.model_dump(mode="json"),
+        ingress_args,
     )

@@ -4,17 +4,29 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_NER = REPO_ROOT / "models" / "ner"
 EMBEDDED_SENTIMENT = REPO_ROOT / "models" / "sentiment"
+
+
+def embedded_ner() -> Path:
+    """The NER model the Serve tests use: the embedded one unless ZHSERVE_TEST_NER_MODEL says otherwise."""
+    return Path(os.environ.get("ZHSERVE_TEST_NER_MODEL", EMBEDDED_NER))
+
+
+def embedded_sentiment() -> Path:
+    return Path(os.environ.get("ZHSERVE_TEST_SENTIMENT_MODEL", EMBEDDED_SENTIMENT))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,16 +94,63 @@ def wait_ready(url: str, timeout_s: float = 180.0) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s} s: {last}")
 
 
-@pytest.fixture(scope="session")
-def zhserve_url(ray_cluster: None) -> Iterator[str]:
-    """The zhserve application on the embedded models, served over real HTTP on loopback."""
+def zhserve_application(
+    *,
+    args: dict[str, Any] | None = None,
+    user_config: dict[str, dict[str, Any]] | None = None,
+    name: str = "zhserve",
+    route_prefix: str = "/",
+) -> dict[str, Any]:
+    """The application block of serve_config.yaml, pointed at the test's models.
+
+    ``user_config`` maps a deployment name to keys merged into its user_config.
+    """
+    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+    (application,) = copy.deepcopy(config["applications"])
+    application.update(name=name, route_prefix=route_prefix)
+    application["args"].update(
+        {"ner_model": str(embedded_ner()), "sentiment_model": str(embedded_sentiment()), **(args or {})}
+    )
+    for deployment in application["deployments"]:
+        deployment["user_config"] = {
+            **deployment.get("user_config", {}),
+            **(user_config or {}).get(deployment["name"], {}),
+        }
+    return application
+
+
+def deploy_applications(*applications: dict[str, Any], wait: bool = True) -> None:
+    """Deploy declaratively, as `serve run serve_config.yaml` and `serve deploy` do: a change of
+    user_config alone is applied live to running replicas through reconfigure()."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _get_global_client()
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": list(applications)}))
+    if wait:
+        wait_running([app["name"] for app in applications])
+
+
+def wait_running(names: list[str], timeout_s: float = 300.0) -> None:
     from ray import serve
 
-    from serve_app.app import build_app
+    deadline = time.monotonic() + timeout_s
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        applications = serve.status().applications
+        statuses = {name: str(applications[name].status) if name in applications else "MISSING" for name in names}
+        if all(status.endswith("RUNNING") for status in statuses.values()):
+            return
+        if any(status.endswith("DEPLOY_FAILED") for status in statuses.values()):
+            raise RuntimeError(f"deploy failed: {serve.status().applications}")
+        time.sleep(0.5)
+    raise TimeoutError(f"applications not running after {timeout_s} s: {statuses}")
 
-    app = build_app({"ner_model": str(EMBEDDED_NER), "sentiment_model": str(EMBEDDED_SENTIMENT)})
-    serve.run(app, name="zhserve", route_prefix="/", blocking=False)
+
+@pytest.fixture(scope="session")
+def zhserve_url(ray_cluster: None) -> Iterator[str]:
+    """serve_config.yaml's application on the embedded models, over real HTTP on loopback."""
+    deploy_applications(zhserve_application())
     url = serve_http_url()
     wait_ready(url)
     yield url
-    serve.delete("zhserve")

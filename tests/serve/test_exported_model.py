@@ -26,13 +26,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_exported_twins_serve_over_http(zhserve_url: str, exported: dict[str, Path]) -> None:
-    from ray import serve
+    from tests.conftest import deploy_applications, wait_ready, zhserve_application
 
-    from serve_app.app import build_app
-    from tests.conftest import wait_ready
-
-    app = build_app({"ner_model": str(exported["ner"]), "sentiment_model": str(exported["sentiment"])})
-    serve.run(app, name="twin", route_prefix="/twin", blocking=False)
+    twin = zhserve_application(
+        name="twin",
+        route_prefix="/twin",
+        args={"ner_model": str(exported["ner"]), "sentiment_model": str(exported["sentiment"])},
+    )
+    deploy_applications(zhserve_application(), twin)
     try:
         url = f"{zhserve_url}/twin"
         wait_ready(url)
@@ -52,4 +53,4 @@ def test_exported_twins_serve_over_http(zhserve_url: str, exported: dict[str, Pa
         # The main application is untouched beside it.
         assert httpx.get(f"{zhserve_url}/v1/models", timeout=30).json()["models"][0]["name"] != models["ner"]["name"]
     finally:
-        serve.delete("twin")
+        deploy_applications(zhserve_application())

@@ -1,4 +1,5 @@
-"""Ingress limits travel as user_config and change live: 401, 413 and 504 on a redeploy."""
+"""user_config changes apply live, as `serve deploy` / `serve run serve_config.yaml` apply them:
+the same replicas take new limits (401, 413, 504) and a memory budget is enforced."""
 
 from __future__ import annotations
 
@@ -8,18 +9,16 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import EMBEDDED_NER, EMBEDDED_SENTIMENT
+from tests.conftest import deploy_applications, zhserve_application
 
 pytestmark = pytest.mark.serve
 
 
-def redeploy(ingress_config: dict[str, object]) -> None:
+def replica_of(deployment: str) -> str:
     from ray import serve
 
-    from serve_app.app import build_app
-
-    args = {"ner_model": str(EMBEDDED_NER), "sentiment_model": str(EMBEDDED_SENTIMENT)}
-    serve.run(build_app({**args, "ingress_config": ingress_config}), name="zhserve", route_prefix="/")
+    handle = serve.get_deployment_handle(deployment, app_name="zhserve")
+    return str(handle.stats.remote().result(timeout_s=30).replica)
 
 
 def wait_for(url: str, predicate, timeout_s: float = 60) -> httpx.Response:  # type: ignore[no-untyped-def]
@@ -34,8 +33,10 @@ def wait_for(url: str, predicate, timeout_s: float = 60) -> httpx.Response:  # t
 
 
 def test_limits_api_key_and_timeout_reconfigure_live(zhserve_url: str) -> None:
+    ner_replica = replica_of("NER")
     try:
-        redeploy({"api_key": "sesame", "max_text_chars": 20, "request_timeout_s": 0.0001})
+        strict = {"api_key": "sesame", "max_text_chars": 20, "request_timeout_s": 0.0001}
+        deploy_applications(zhserve_application(user_config={"Ingress": strict, "NER": {"max_batch_size": 4}}))
         response = wait_for(zhserve_url, lambda r: r.status_code == 504)
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
 
@@ -47,35 +48,45 @@ def test_limits_api_key_and_timeout_reconfigure_live(zhserve_url: str) -> None:
         )
         assert too_long.status_code == 413 and "the limit is 20" in too_long.json()["error"]["message"]
     finally:
-        redeploy({})
+        deploy_applications(zhserve_application())
     response = wait_for(zhserve_url, lambda r: r.status_code == 200)
     assert response.status_code == 200
     assert httpx.post(f"{zhserve_url}/v1/ner", json={"text": "马云"}, timeout=30).status_code == 200
+    # Live: the NER replica that served before the change is the one serving after it.
+    assert replica_of("NER") == ner_replica
 
 
-def test_memory_budget_is_enforced_and_the_replica_replaced(zhserve_url: str) -> None:
-    """A budget below the replica's resident memory: work is refused with 503 + Retry-After and
-    the failing health check makes Serve replace the replica."""
+def test_memory_budget_is_enforced(zhserve_url: str) -> None:
+    """A budget below the replica's resident memory, applied live: the replica refuses work at
+    once (retryable: the API answers 503 + Retry-After) and its health check fails, so Serve
+    takes it out of service rather than let it grow."""
     from ray import serve
 
-    from serve_app.app import build_app
+    from deployments.server import ItemError
 
-    args = {"ner_model": str(EMBEDDED_NER), "sentiment_model": str(EMBEDDED_SENTIMENT)}
     handle = serve.get_deployment_handle("NER", app_name="zhserve")
-    original = handle.stats.remote().result(timeout_s=30).replica
+    refusal: ItemError | None = None
+    status_503: httpx.Response | None = None
+    health_failure = ""
     try:
-        serve.run(build_app({**args, "ner_config": {"memory_limit_mb": 64}}), name="zhserve", route_prefix="/")
-        response = wait_for(zhserve_url, lambda r: r.status_code == 503)
-        assert response.status_code == 503, response.text
-        assert response.json()["error"]["code"] == "overloaded" and "budget" in response.json()["error"]["message"]
-        assert int(response.headers["retry-after"]) > 0
-        deadline = time.monotonic() + 90
-        replicas = {original}
-        while time.monotonic() < deadline and replicas == {original}:
-            with contextlib.suppress(Exception):  # a replica being replaced may not answer
-                replicas.add(handle.stats.remote().result(timeout_s=10).replica)
-            time.sleep(1)
-        assert replicas - {original}, "the over-budget replica was never replaced"
+        deploy_applications(zhserve_application(user_config={"NER": {"memory_limit_mb": 64}}), wait=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (refusal is None or status_503 is None or not health_failure):
+            with contextlib.suppress(Exception):  # a replica being taken out may not answer
+                result = handle.predict.remote("马云在杭州。").result(timeout_s=5)
+                if isinstance(result, ItemError):
+                    refusal = result
+                response = httpx.post(f"{zhserve_url}/v1/ner", json={"text": "马云在杭州。"}, timeout=5)
+                if response.status_code == 503:
+                    status_503 = response
+            message = serve.status().applications["zhserve"].deployments["NER"].message
+            if "exceeds the budget" in message:
+                health_failure = message
+            time.sleep(0.2)
     finally:
-        serve.run(build_app(args), name="zhserve", route_prefix="/")
+        deploy_applications(zhserve_application())
+    assert refusal is not None and refusal.retryable and "over its budget" in refusal.message
+    assert status_503 is not None and int(status_503.headers["retry-after"]) > 0
+    assert status_503.json()["error"]["code"] in ("overloaded", "models_not_ready")
+    assert "exceeds the budget of 64 MiB" in health_failure
     assert wait_for(zhserve_url, lambda r: r.status_code == 200).status_code == 200

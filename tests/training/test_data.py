@@ -87,3 +87,43 @@ def test_length_batches_respect_token_budget() -> None:
     for batch in batches:
         assert len(batch) <= 32
         assert len(batch) == 1 or max(lengths[i] + 2 for i in batch) * len(batch) <= 400
+
+
+def _row(text: str, *spans: tuple[str, str]) -> dict:
+    entities, cursor = [], 0
+    for name, label in spans:
+        start = text.index(name, cursor)
+        entities.append({"start": start, "end": start + len(name), "label": label})
+        cursor = start + len(name)
+    return {"text": text, "entities": entities}
+
+
+def test_split_location_prefixed_orgs() -> None:
+    from training.data import split_location_prefixed_orgs
+
+    rows = [_row("杭州很美", ("杭州", "LOC"))] * 3 + [_row("阿里巴巴上市", ("阿里巴巴", "ORG"))] * 3
+    rows += [_row("杭州大学招生", ("杭州大学", "ORG"))] * 3 + [_row("大学", ("大学", "ORG"))]
+    rows += [_row("他去了杭州阿里巴巴总部", ("杭州阿里巴巴总部", "ORG"))]
+    result, changed = split_location_prefixed_orgs(rows)
+    last = result[-1]
+    assert [(last["text"][e["start"] : e["end"]], e["label"]) for e in last["entities"]] == [
+        ("杭州", "LOC"),
+        ("阿里巴巴", "ORG"),
+    ]
+    # 大学 mostly appears inside longer names: a generic head, so 杭州大学 stays one ORG.
+    assert result[6]["entities"] == rows[6]["entities"]
+    assert changed == 1
+
+
+def test_augment_location_prefixes() -> None:
+    from training.data import augment_location_prefixes
+
+    rows = [_row("杭州很美", ("杭州", "LOC"))] * 20 + [
+        _row("据阿里巴巴称李明来了", ("阿里巴巴", "ORG"), ("李明", "PER"))
+    ] * 3
+    augmented = augment_location_prefixes(rows, count=2, seed=1)
+    assert len(augmented) == 2
+    row = augmented[0]
+    assert row["text"] == "据杭州阿里巴巴称李明来了"
+    spans = [(row["text"][e["start"] : e["end"]], e["label"]) for e in row["entities"]]
+    assert spans == [("杭州", "LOC"), ("阿里巴巴", "ORG"), ("李明", "PER")]

@@ -2,7 +2,7 @@
 
 Documents are corpus sentences concatenated; the windows the ingress would plan are run through
 the model core and merged. Context from neighbouring sentences in a window may legitimately change
-a prediction, so the test reports the agreement and requires it to be high, not perfect.
+a prediction, so the test reports the agreement and requires it to be high (≥ 0.93), not perfect.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from deployments.runtime.ner import NerModel
 from serve_app import chunking
-from tests.conftest import EMBEDDED_NER, REPO_ROOT
+from tests.conftest import REPO_ROOT, embedded_ner
 
 CORPUS = REPO_ROOT.parent / "shared" / "data" / "ner" / "msra_train.jsonl"
 WEB_CORPUS = REPO_ROOT.parent / "shared" / "data" / "ner" / "cluener_train.jsonl"
@@ -30,7 +30,7 @@ def corpus_sentences(path: Path, count: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def model() -> NerModel:
-    return NerModel.from_model_dir(EMBEDDED_NER)
+    return NerModel.from_model_dir(embedded_ner())
 
 
 @pytest.mark.parametrize("corpus", [CORPUS, WEB_CORPUS], ids=["news", "web"])
@@ -59,4 +59,4 @@ def test_long_document_entities_agree_with_sentence_by_sentence(model: NerModel,
         f"sentence by sentence, {len(actual)} in the document; agreement (Jaccard) {agreement:.4f}"
     )
     assert len(windows) > 10
-    assert agreement >= 0.97
+    assert agreement >= 0.93
