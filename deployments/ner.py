@@ -24,8 +24,9 @@ class NerServer(ModelServerBase[list[Entity]]):
         super().__init__(self.model.manifest, MemoryGuard(), health_probe="马云在杭州。")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, texts: list[str]) -> list[list[Entity] | ItemError]:
-        return await asyncio.to_thread(self._predict_guarded, texts)
+    async def predict(self, groups: list[list[str]]) -> list[list[list[Entity]] | ItemError]:
+        """Each call carries a group of windows (a list of texts); concurrent groups are batched."""
+        return await asyncio.to_thread(self._predict_groups, groups)
 
     def _predict_sync(self, texts: list[str]) -> list[list[Entity]]:
         lengths = self.model.tokenizer.count_tokens(texts)

@@ -19,8 +19,9 @@ class SentimentServer(ModelServerBase[SentimentResult]):
         super().__init__(self.model.manifest, MemoryGuard(), health_probe="服务很好。")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, texts: list[str]) -> list[SentimentResult | ItemError]:
-        return await asyncio.to_thread(self._predict_guarded, texts)
+    async def predict(self, groups: list[list[str]]) -> list[list[SentimentResult] | ItemError]:
+        """Each call carries a group of text units (a list of texts); concurrent groups are batched."""
+        return await asyncio.to_thread(self._predict_groups, groups)
 
     def _predict_sync(self, texts: list[str]) -> list[SentimentResult]:
         lengths = self.model.tokenizer.count_tokens(texts)

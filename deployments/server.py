@@ -139,6 +139,20 @@ class ModelServerBase(Generic[R]):
     def _predict_sync(self, texts: list[str]) -> list[R]:
         raise NotImplementedError
 
+    def _predict_groups(self, groups: list[list[str]]) -> list[list[R] | ItemError]:
+        """One result list per group. A group with a failed item fails as a whole (its caller
+        cannot use a partial answer); other groups in the batch are unaffected."""
+        flat = [text for group in groups for text in group]
+        results = self._predict_guarded(flat)
+        answers: list[list[R] | ItemError] = []
+        position = 0
+        for group in groups:
+            part = results[position : position + len(group)]
+            position += len(group)
+            failure = next((item for item in part if isinstance(item, ItemError)), None)
+            answers.append(failure if failure is not None else part)  # type: ignore[arg-type]
+        return answers
+
     def _predict_guarded(self, texts: list[str]) -> list[R | ItemError]:
         """Predict a batch; if it fails, retry item by item so one bad item fails alone."""
         over, rss = self.memory.over_budget()

@@ -25,6 +25,9 @@ class IngressConfig(BaseModel):
     max_body_bytes: int = Field(default=8 << 20, ge=1024, description="Bytes of one request body")
     request_timeout_s: float = Field(default=120.0, gt=0, description="Time limit of one request")
     window_overlap_tokens: int = Field(default=32, ge=0, description="Overlap of windows cut from long sentences")
+    window_group_size: int = Field(
+        default=8, ge=1, le=256, description="Windows sent to a model per call (long documents)"
+    )
     api_key: str | None = Field(default=None, description="If set, /v1/* requires 'Authorization: Bearer <key>'")
 
 

@@ -123,6 +123,29 @@ def _api_error(exc: BaseException, timeout_s: float) -> Any:
     return exc
 
 
+def _flatten(groups: Sequence[list[T]]) -> list[T]:
+    return [item for group in groups for item in group]
+
+
+def _window_event(task: str, window: chunking.Window, result: Any, text: str, done: int, total: int) -> dict[str, Any]:
+    """One NDJSON ``window`` line: the window's range and its entities (document offsets) or
+    its sentiment."""
+    event: dict[str, Any] = {
+        "event": "window",
+        "task": task,
+        "index": window.index,
+        "start": window.start,
+        "end": window.end,
+        "done": done,
+        "total": total,
+    }
+    if task == "ner":
+        event["entities"] = [entity.shifted(window.start, text).to_dict() for entity in result]
+    else:
+        event["sentences"] = [{"start": window.start, "end": window.end, "label": result.label, "score": result.score}]
+    return event
+
+
 def _item_error(error: ItemError) -> ZhserveError:
     if error.retryable:
         return OverloadedError(f"a model replica refused work: {error.message}", retry_after_s=5)
@@ -274,19 +297,28 @@ class Ingress:
                 raise _item_error(result)
         return list(results)  # type: ignore[arg-type]
 
+    def _groups(self, windows: list[chunking.Window]) -> list[list[chunking.Window]]:
+        """Windows travel to the models in groups: one handle call per group keeps the per-call
+        overhead off long documents, and groups still spread over every replica."""
+        size = self.config.window_group_size
+        return [windows[index : index + size] for index in range(0, len(windows), size)]
+
     async def _analyze(self, text: str, tasks: Sequence[Task]) -> AnalyzeResponse:
         started = time.perf_counter()
         ner_plan, sentiment_plan = await asyncio.to_thread(self._plan, text, tasks)
-        ner_calls = [self.ner_handle.predict.remote(w.text) for w in ner_plan.windows] if ner_plan else []
-        sentiment_calls = (
-            [self.sentiment_handle.predict.remote(u.text) for u in sentiment_plan.units] if sentiment_plan else []
+        ner_groups = self._groups(ner_plan.windows) if ner_plan else []
+        sentiment_groups = self._groups(sentiment_plan.units) if sentiment_plan else []
+        outputs = await self._gather(
+            [self.ner_handle.predict.remote([w.text for w in group]) for group in ner_groups]
+            + [self.sentiment_handle.predict.remote([u.text for u in group]) for group in sentiment_groups]
         )
-        outputs = await self._gather([*ner_calls, *sentiment_calls])
         response = AnalyzeResponse()
         if ner_plan is not None:
-            response.ner = self._ner_result(text, ner_plan, self._unwrap(outputs[: len(ner_calls)]))
+            ner_outputs = _flatten(self._unwrap(outputs[: len(ner_groups)]))
+            response.ner = self._ner_result(text, ner_plan, ner_outputs)
         if sentiment_plan is not None:
-            response.sentiment = self._sentiment_result(sentiment_plan, self._unwrap(outputs[len(ner_calls) :]))
+            sentiment_outputs = _flatten(self._unwrap(outputs[len(ner_groups) :]))
+            response.sentiment = self._sentiment_result(sentiment_plan, sentiment_outputs)
         response.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         self.metrics.observe(
             text,
@@ -390,13 +422,22 @@ class Ingress:
     async def _stream(self, text: str, tasks: Sequence[Task]) -> AsyncIterator[str]:
         started = time.perf_counter()
         ner_plan, sentiment_plan = await asyncio.to_thread(self._plan, text, tasks)
-        jobs: list[tuple[str, chunking.Window, Any]] = []
+        # One job per group of windows; each finished group yields one line per window.
+        jobs: list[tuple[str, list[chunking.Window], Any]] = []
         if ner_plan:
-            jobs += [("ner", w, self.ner_handle.predict.remote(w.text)) for w in ner_plan.windows]
+            jobs += [
+                ("ner", group, self.ner_handle.predict.remote([w.text for w in group]))
+                for group in self._groups(ner_plan.windows)
+            ]
         if sentiment_plan:
-            jobs += [("sentiment", u, self.sentiment_handle.predict.remote(u.text)) for u in sentiment_plan.units]
-        futures = {asyncio.ensure_future(_tagged(index, call)): index for index, (_, _, call) in enumerate(jobs)}
-        outputs: list[Any] = [None] * len(jobs)
+            jobs += [
+                ("sentiment", group, self.sentiment_handle.predict.remote([u.text for u in group]))
+                for group in self._groups(sentiment_plan.units)
+            ]
+        futures = [asyncio.ensure_future(_tagged(index, call)) for index, (_, _, call) in enumerate(jobs)]
+        outputs: list[list[Any]] = [[] for _ in jobs]
+        total = sum(len(group) for _, group, _ in jobs)
+        done = 0
         yield _line(
             {
                 "event": "start",
@@ -410,39 +451,23 @@ class Ingress:
         )
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
-                for done_count, next_done in enumerate(asyncio.as_completed(list(futures)), start=1):
+                for next_done in asyncio.as_completed(futures):
                     index, output = await next_done
                     if isinstance(output, ItemError):
                         raise _item_error(output)
                     outputs[index] = output
-                    task, window, _ = jobs[index]
-                    event: dict[str, Any] = {
-                        "event": "window",
-                        "task": task,
-                        "index": window.index,
-                        "start": window.start,
-                        "end": window.end,
-                        "done": done_count,
-                        "total": len(jobs),
-                    }
-                    if task == "ner":
-                        event["entities"] = [e.shifted(window.start, text).to_dict() for e in output]
-                    else:
-                        event["sentences"] = [
-                            {
-                                "start": window.start,
-                                "end": window.end,
-                                "label": output.label,
-                                "score": output.score,
-                            }
-                        ]
-                    yield _line(event)
+                    task, group, _ = jobs[index]
+                    for window, result in zip(group, output, strict=True):
+                        done += 1
+                        yield _line(_window_event(task, window, result, text, done, total))
             summary = AnalyzeResponse()
-            split = len(ner_plan.windows) if ner_plan else 0
+            by_task: dict[str, list[Any]] = {"ner": [], "sentiment": []}
+            for (task, _, _), output in zip(jobs, outputs, strict=True):
+                by_task[task].extend(output)
             if ner_plan is not None:
-                summary.ner = self._ner_result(text, ner_plan, outputs[:split])
+                summary.ner = self._ner_result(text, ner_plan, by_task["ner"])
             if sentiment_plan is not None:
-                summary.sentiment = self._sentiment_result(sentiment_plan, outputs[split:])
+                summary.sentiment = self._sentiment_result(sentiment_plan, by_task["sentiment"])
             summary.elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
             self.metrics.observe(
                 text,
@@ -482,8 +507,8 @@ class Ingress:
     async def readyz(self) -> ReadyResponse:
         """Readiness: both models loaded and answering a probe."""
         probes = [
-            self.ner_handle.predict.remote("马云在杭州。"),
-            self.sentiment_handle.predict.remote("很好。"),
+            self.ner_handle.predict.remote(["马云在杭州。"]),
+            self.sentiment_handle.predict.remote(["很好。"]),
         ]
         try:
             async with asyncio.timeout(10):

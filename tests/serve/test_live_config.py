@@ -73,7 +73,7 @@ def test_memory_budget_is_enforced(zhserve_url: str) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (refusal is None or status_503 is None or not health_failure):
             with contextlib.suppress(Exception):  # a replica being taken out may not answer
-                result = handle.predict.remote("马云在杭州。").result(timeout_s=5)
+                result = handle.predict.remote(["马云在杭州。"]).result(timeout_s=5)
                 if isinstance(result, ItemError):
                     refusal = result
                 response = httpx.post(f"{zhserve_url}/v1/ner", json={"text": "马云在杭州。"}, timeout=5)
