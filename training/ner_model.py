@@ -26,10 +26,10 @@ class NerConfig:
     char_dim: int = 128
     bigram_buckets: int = 150001
     bigram_dim: int = 64
-    trigram_buckets: int = 0
-    trigram_dim: int = 0
-    hidden: int = 256
-    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 1, 2, 4])
+    trigram_buckets: int = 100003
+    trigram_dim: int = 32
+    hidden: int = 128
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 1])
     dropout: float = 0.2
 
     def to_dict(self) -> dict:

@@ -19,9 +19,9 @@ class SentimentConfig:
     char_dim: int = 128
     bigram_buckets: int = 150001
     bigram_dim: int = 64
-    trigram_buckets: int = 0
-    trigram_dim: int = 0
-    hidden: int = 192
+    trigram_buckets: int = 100003
+    trigram_dim: int = 32
+    hidden: int = 128
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     dropout: float = 0.2
 

