@@ -499,8 +499,23 @@ def sentiment_units(
     if count_tokens([text[start:end]])[0] <= budget:
         return [Window(index=0, start=start, end=end, text=text[start:end])]
 
+    return sentence_units(text, count_tokens, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
+
+
+def sentence_units(
+    text: str, count_tokens: TokenCounter, *, max_tokens: int, overlap_tokens: int = 32
+) -> list[Window]:
+    """Every sentence its own unit, without its surrounding whitespace.
+
+    Whitespace-only sentences are skipped; a sentence longer than a window is cut into
+    overlapping windows as in :func:`plan_windows`. Models trained on single sentences see
+    exactly what they were trained on, so a document's results equal its sentences' results.
+    """
+    budget = _check_limits(max_tokens, overlap_tokens)
     sentences = [_content_span(text, s, e) for s, e in split_sentences(text)]
     sentences = [(s, e) for s, e in sentences if s < e]
+    if not sentences:
+        return []
     counts = count_tokens([text[s:e] for s, e in sentences])
     spans: list[tuple[int, int]] = []
     for (s, e), tokens in zip(sentences, counts, strict=True):

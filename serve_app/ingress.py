@@ -245,7 +245,8 @@ class Ingress:
         return min(self.config.window_overlap_tokens, (model.manifest.max_seq_length - 2) // 2)
 
     def _plan_ner(self, text: str) -> NerPlan:
-        windows = chunking.plan_windows(
+        plan = chunking.sentence_units if self.config.ner_context == "sentence" else chunking.plan_windows
+        windows = plan(
             text,
             self.ner_model.tokenizer.count_tokens,
             max_tokens=self.ner_model.manifest.max_seq_length,

@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from deployments.runtime.crf import CrfParams, tag_marginals, viterbi_decode
 from deployments.runtime.model_dir import ModelDir
-from deployments.runtime.session import create_session
+from deployments.runtime.session import create_session, needs_row_by_row, run_rows
 from deployments.runtime.spans import Entity, build_entities
 from deployments.runtime.tokenizer import BertChineseTokenizer
 
@@ -42,6 +42,7 @@ class NerModel:
         self.tokenizer = tokenizer
         self.crf = crf if manifest.decoder == "crf" else None
         self.labels = list(manifest.labels)
+        self.row_by_row = needs_row_by_row(manifest.quantization)
 
     @classmethod
     def from_model_dir(cls, path: str | Path, *, intra_op_threads: int = 1, verify_checksums: bool = True) -> NerModel:
@@ -58,11 +59,18 @@ class NerModel:
     def max_seq_length(self) -> int:
         return self.manifest.max_seq_length
 
-    def emissions(self, texts: Sequence[str]) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
-        """Raw emissions [B, T, K] and the offsets of each text's real tokens."""
-        batch = self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
-        (emissions,) = self.session.run([self.manifest.onnx.output], batch.feeds(self.manifest.onnx.inputs))
-        return emissions, batch.offsets
+    def emissions(self, texts: Sequence[str]) -> tuple[list[np.ndarray], list[list[tuple[int, int]]]]:
+        """Emissions [T_i, K] of each text (including [CLS]/[SEP] rows) and the code-point offsets
+        of its real tokens. Dynamic-INT8 models run one text per call (see ``needs_row_by_row``)."""
+        if not self.row_by_row:
+            batch = self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
+            (emissions,) = self.session.run([self.manifest.onnx.output], batch.feeds(self.manifest.onnx.inputs))
+            return list(emissions), batch.offsets
+        batches = [self.tokenizer.encode_batch([text], max_length=self.max_seq_length) for text in texts]
+        outputs = run_rows(
+            self.session, self.manifest.onnx.output, [b.feeds(self.manifest.onnx.inputs) for b in batches]
+        )
+        return [output[0] for output in outputs], [b.offsets[0] for b in batches]
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text. Texts must fit ``max_seq_length`` tokens (see chunking)."""
@@ -70,14 +78,13 @@ class NerModel:
             return []
         emissions, offsets = self.emissions(texts)
         results: list[list[Entity]] = []
-        for row, (text, token_offsets) in enumerate(zip(texts, offsets, strict=True)):
+        for text, text_emissions, token_offsets in zip(texts, emissions, offsets, strict=True):
             length = len(token_offsets)
             if length == 0:
                 results.append([])
                 continue
             # Position 0 is [CLS]; real tokens are 1..length. Decode those only.
-            token_emissions = emissions[row, 1 : 1 + length]
-            tag_ids, confidences = self._decode(token_emissions)
+            tag_ids, confidences = self._decode(text_emissions[1 : 1 + length])
             tags = [self.labels[tag_id] for tag_id in tag_ids]
             results.append(build_entities(text, tags, token_offsets, confidences, self.manifest.tag_scheme or "BIO"))
         return results

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from deployments.runtime.model_dir import ModelDir
-from deployments.runtime.session import create_session
+from deployments.runtime.session import create_session, needs_row_by_row, run_rows
 from deployments.runtime.tokenizer import BertChineseTokenizer
 
 
@@ -35,6 +35,7 @@ class SentimentModel:
         self.session = session
         self.tokenizer = tokenizer
         self.labels = list(self.manifest.labels)
+        self.row_by_row = needs_row_by_row(self.manifest.quantization)
 
     @classmethod
     def from_model_dir(
@@ -53,9 +54,17 @@ class SentimentModel:
         return self.manifest.max_seq_length
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities [B, num_labels] in manifest label order."""
-        batch = self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
-        (logits,) = self.session.run([self.manifest.onnx.output], batch.feeds(self.manifest.onnx.inputs))
+        """Class probabilities [B, num_labels] in manifest label order. Dynamic-INT8 models run
+        one text per call (see ``needs_row_by_row``)."""
+        output, inputs = self.manifest.onnx.output, self.manifest.onnx.inputs
+        if self.row_by_row:
+            feeds = [
+                self.tokenizer.encode_batch([text], max_length=self.max_seq_length).feeds(inputs) for text in texts
+            ]
+            logits = np.concatenate(run_rows(self.session, output, feeds), axis=0)
+        else:
+            batch = self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
+            (logits,) = self.session.run([output], batch.feeds(inputs))
         shifted = logits - logits.max(axis=-1, keepdims=True)
         exp = np.exp(shifted.astype(np.float64))
         return exp / exp.sum(axis=-1, keepdims=True)

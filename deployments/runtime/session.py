@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 
@@ -25,3 +26,23 @@ def create_session(
     # Spinning threads burn a core between batches; replicas share nodes, so let them sleep.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def run_rows(
+    session: ort.InferenceSession,
+    output: str,
+    feeds_per_batch: list[dict[str, np.ndarray]],
+) -> list[np.ndarray]:
+    """Run ``session`` once per feed dict and return each call's ``output``."""
+    return [session.run([output], feeds)[0] for feeds in feeds_per_batch]
+
+
+def needs_row_by_row(quantization: str) -> bool:
+    """Whether rows must be run one per call for batch-independent results.
+
+    Dynamic INT8 quantisation computes each activation's scale over the *whole* input tensor,
+    i.e. over every row of a batch: a text's output would then depend on what it was batched
+    with (measured: 6 of 407 sentences changed an entity). Run alone, each row is quantised on
+    its own and needs no padding; Serve-level batching still amortises the per-request cost.
+    """
+    return quantization == "int8-dynamic"

@@ -49,3 +49,22 @@ def test_sentiment_golden_sentences() -> None:
     model = sentiment.SentimentModel.from_model_dir(model_dir("sentiment"))
     results = model.predict(["这家餐厅太难吃了，服务也很差", "服务很贴心，下次还来"])
     assert [r.label for r in results] == ["negative", "positive"]
+
+
+def test_shipped_outputs_do_not_depend_on_the_batch() -> None:
+    from deployments.runtime.tokenizer import BertChineseTokenizer
+    from training.onnx_io import INPUT_NAMES, session
+
+    short, longer = "服务很贴心，下次还来", NEWS + "双方就人工智能合作进行了深入交流。"
+    for name in ("ner", "sentiment"):
+        manifest = ModelDir.load(model_dir(name)).manifest
+        tokenizer = BertChineseTokenizer.from_vocab_file(model_dir(name) / "vocab.txt")
+        sess = session(model_dir(name) / manifest.onnx.model)
+        alone = tokenizer.encode_batch([short], max_length=manifest.max_seq_length)
+        batch = tokenizer.encode_batch([longer, short], max_length=manifest.max_seq_length)
+        (out_alone,) = sess.run(None, alone.feeds(INPUT_NAMES))
+        (out_batch,) = sess.run(None, batch.feeds(INPUT_NAMES))
+        if out_alone.ndim == 3:
+            np.testing.assert_allclose(out_alone[0], out_batch[1, : out_alone.shape[1]], atol=1e-4)
+        else:
+            np.testing.assert_allclose(out_alone[0], out_batch[1], atol=1e-4)

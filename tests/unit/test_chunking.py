@@ -23,6 +23,7 @@ from serve_app.chunking import (
     merge_entities,
     plan_windows,
     sentence_sentiments,
+    sentence_units,
     sentiment_units,
     split_sentences,
 )
@@ -389,6 +390,31 @@ def test_long_text_gives_one_unit_per_sentence() -> None:
     assert all(bert_counter([u.text])[0] <= 7 for u in units)
     assert units[-1].end == len(text)
     assert all(u.text == text[u.start : u.end] for u in units)
+
+
+def test_sentence_units_split_even_a_short_text_into_its_sentences() -> None:
+    text = "  今天天气很好。不错！\n"
+    units = sentence_units(text, bert_counter, max_tokens=64, overlap_tokens=8)
+    assert [(u.start, u.end, u.text) for u in units] == [(2, 9, "今天天气很好。"), (9, 12, "不错！")]
+    assert sentence_units(" \n\u3000", bert_counter, max_tokens=64, overlap_tokens=8) == []
+
+
+@PROPERTY_SETTINGS
+@given(documents, limits(), counters)
+def test_sentence_units_cover_all_content_fit_and_never_straddle_sentences(
+    text: str, limit: tuple[int, int], counter_name: str
+) -> None:
+    max_tokens, overlap = limit
+    counter = COUNTERS[counter_name]
+    units = sentence_units(text, counter, max_tokens=max_tokens, overlap_tokens=overlap)
+    covered: set[int] = set()
+    for unit in units:
+        assert unit.text == text[unit.start : unit.end] and unit.text.strip() == unit.text
+        covered.update(range(unit.start, unit.end))
+        assert any(s <= unit.start and unit.end <= e for s, e in split_sentences(text))
+    assert {i for i, char in enumerate(text) if not char.isspace()} <= covered
+    if units:
+        assert max(counter([u.text for u in units])) + 2 <= max_tokens
 
 
 @PROPERTY_SETTINGS

@@ -1,8 +1,7 @@
 """A long document finds the same entities as its sentences one by one (embedded NER model, no Ray).
 
-Documents are corpus sentences concatenated; the windows the ingress would plan are run through
-the model core and merged. Context from neighbouring sentences in a window may legitimately change
-a prediction, so the test reports the agreement and requires it to be high (≥ 0.93), not perfect.
+Documents are corpus sentences concatenated; the units the ingress would plan are run through the
+model core and merged, and compared with the same sentences analysed one by one.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from deployments.runtime.ner import NerModel
+from deployments.runtime.spans import Entity
 from serve_app import chunking
 from tests.conftest import REPO_ROOT, embedded_ner
 
@@ -33,30 +33,47 @@ def model() -> NerModel:
     return NerModel.from_model_dir(embedded_ner())
 
 
-@pytest.mark.parametrize("corpus", [CORPUS, WEB_CORPUS], ids=["news", "web"])
-def test_long_document_entities_agree_with_sentence_by_sentence(model: NerModel, corpus: Path) -> None:
+@pytest.mark.parametrize(
+    ("corpus", "context", "minimum"),
+    [
+        (CORPUS, "sentence", 1.0),
+        (WEB_CORPUS, "sentence", 1.0),
+        (CORPUS, "window", 0.95),
+        (WEB_CORPUS, "window", 0.90),
+    ],
+    ids=["news-sentence", "web-sentence", "news-window", "web-window"],
+)
+def test_long_document_entities_agree_with_sentence_by_sentence(
+    model: NerModel, corpus: Path, context: str, minimum: float
+) -> None:
+    """``sentence`` (the default ``ner_context``) must agree exactly; ``window`` packs sentences
+    into full windows, where neighbouring sentences change some predictions (reported)."""
     sentences = [s for s in corpus_sentences(corpus, 400) if s.strip()]
     # Sentences that end without punctuation would run into the next one; end each with 。
     sentences = [s if s[-1] in chunking.SENTENCE_TERMINATORS else s + "。" for s in sentences]
     document = "".join(sentences)
+    plan = chunking.sentence_units if context == "sentence" else chunking.plan_windows
+
+    def analyse(text: str) -> list[Entity]:
+        windows = plan(text, model.tokenizer.count_tokens, max_tokens=model.max_seq_length, overlap_tokens=32)
+        return chunking.merge_entities(text, windows, model.predict([w.text for w in windows]))
+
     expected: set[tuple[int, int, str]] = set()
     offset = 0
-    for sentence in sentences:
-        windows = chunking.plan_windows(sentence, model.tokenizer.count_tokens, max_tokens=model.max_seq_length)
-        found = chunking.merge_entities(sentence, windows, model.predict([w.text for w in windows]))
-        expected |= {(e.start + offset, e.end + offset, e.label) for e in found}
+    for sentence in sentences:  # each corpus row on its own, as a client would send it
+        expected |= {(e.start + offset, e.end + offset, e.label) for e in analyse(sentence)}
         offset += len(sentence)
 
-    windows = chunking.plan_windows(document, model.tokenizer.count_tokens, max_tokens=model.max_seq_length)
-    merged = chunking.merge_entities(document, windows, model.predict([w.text for w in windows]))
+    windows = plan(document, model.tokenizer.count_tokens, max_tokens=model.max_seq_length, overlap_tokens=32)
+    merged = analyse(document)
     for entity in merged:
         assert document[entity.start : entity.end] == entity.text
     actual = {(e.start, e.end, e.label) for e in merged}
 
     agreement = len(actual & expected) / max(1, len(actual | expected))
     print(
-        f"\n{corpus.name}: {len(document):,} chars in {len(windows)} windows, {len(expected)} entities "
-        f"sentence by sentence, {len(actual)} in the document; agreement (Jaccard) {agreement:.4f}"
+        f"\n{corpus.name} [{context}]: {len(document):,} chars in {len(windows)} windows, {len(expected)} "
+        f"entities sentence by sentence, {len(actual)} in the document; agreement (Jaccard) {agreement:.4f}"
     )
-    assert len(windows) > 10
-    assert agreement >= 0.93
+    assert len(expected) > 100
+    assert agreement >= minimum

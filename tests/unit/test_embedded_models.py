@@ -1,0 +1,55 @@
+"""Golden outputs of the shipped models on fixed sentences, through the pure model core: they
+catch drift in the tokenizer, the export or the decoder."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployments.runtime.ner import NerModel
+from deployments.runtime.sentiment import SentimentModel
+from tests.conftest import embedded_ner, embedded_sentiment
+
+NEWS = "2024年3月，马云在杭州阿里巴巴总部会见了来自北京大学的李明教授。"
+
+
+@pytest.fixture(scope="module")
+def ner() -> NerModel:
+    return NerModel.from_model_dir(embedded_ner())
+
+
+@pytest.fixture(scope="module")
+def sentiment() -> SentimentModel:
+    return SentimentModel.from_model_dir(embedded_sentiment())
+
+
+def test_golden_news_entities(ner: NerModel) -> None:
+    (entities,) = ner.predict([NEWS])
+    assert [(e.text, e.label, e.start, e.end) for e in entities] == [
+        ("马云", "PER", 8, 10),
+        ("杭州", "LOC", 11, 13),
+        ("阿里巴巴", "ORG", 13, 17),
+        ("北京大学", "ORG", 24, 28),
+        ("李明", "PER", 29, 31),
+    ]
+    assert all(0.5 < e.score <= 1.0 for e in entities)
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("这家餐厅太难吃了，服务也很差", "negative"),
+        ("服务很贴心，下次还来", "positive"),
+        ("房间干净，早餐丰富，性价比很高。", "positive"),
+        ("质量太差了，用了两天就坏了，不推荐。", "negative"),
+    ],
+)
+def test_golden_sentiment(sentiment: SentimentModel, text: str, label: str) -> None:
+    (result,) = sentiment.predict([text])
+    assert result.label == label and result.score > 0.7
+
+
+def test_results_do_not_depend_on_the_batch(ner: NerModel, sentiment: SentimentModel) -> None:
+    """Dynamic INT8 would quantise a batch as a whole; the core runs such models row by row."""
+    texts = [NEWS, "今天天气很好。", "国务院总理在人民大会堂会见了法国总统马克龙。" * 3, "张伟去上海复旦大学。"]
+    assert ner.predict(texts) == [ner.predict([text])[0] for text in texts]
+    assert sentiment.predict(texts) == [sentiment.predict([text])[0] for text in texts]
