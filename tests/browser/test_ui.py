@@ -149,8 +149,11 @@ def test_table_row_scrolls_to_and_flashes_its_mark_and_legend_toggles_types(page
 def test_long_text_streams_progressively_and_completes(page: Any, zhserve_url: str) -> None:
     open_ui(page)
     page.click("[data-example=long]")
-    text = page.input_value("textarea#input")
-    assert len(text) > 3000
+    # Six copies of the long example: enough windows that the stream is seen in progress even
+    # though windows travel to the models in groups.
+    text = "\n".join([page.input_value("textarea#input")] * 6)
+    page.fill("textarea#input", text)
+    assert len(text) > 18_000
     # Record the progress and the number of marks each time either changes while the stream runs.
     page.evaluate(
         """() => {
