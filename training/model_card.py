@@ -42,10 +42,12 @@ def write_model_card(
         f"- parameters: {report['parameters']:,}",
         f"- inputs `input_ids`, `attention_mask` (int64 [batch, seq]); output `{manifest.onnx.output}`",
         f"- max_seq_length {manifest.max_seq_length} (incl. [CLS]/[SEP]); tokeniser: BERT-Chinese WordPiece over "
-        "`vocab.txt` built from the training text (characters seen ≥ 2 times + WordPiece for Latin/digits)",
+        "`vocab.txt` built from the training text (characters seen ≥ 2 times + frequent Latin/digit words "
+        "and their ## forms)",
         "- all features (character and hashed n-gram ids) are computed inside the ONNX graph from `input_ids`; "
         "padded positions are zeroed after every layer, so a text's output does not depend on its batch",
-        f"- quantisation: {manifest.quantization} (onnxruntime `quantize_dynamic`, MatMul + Gather weights, QInt8); "
+        f"- quantisation: {manifest.quantization} (onnxruntime `quantize_dynamic`, Gather (embedding) weights, "
+        "QInt8; MatMuls stay FP32 so outputs stay independent of the batch); "
         f"FP32 ONNX {report['fp32_bytes'] / 1e6:.1f} MB → INT8 {report['sizes']['model.onnx'] / 1e6:.1f} MB",
         "",
         "## Data",

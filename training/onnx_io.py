@@ -39,7 +39,14 @@ def export_onnx(model: torch.nn.Module, path: str | Path, *, output_name: str, o
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> None:
-    """Dynamic INT8 quantisation of MatMul and Gather (embedding) weights."""
+    """INT8 quantisation (``quantize_dynamic``) of the Gather (embedding-table) weights.
+
+    The embedding tables are > 90 % of the parameters, so this gives nearly all of the size
+    reduction. MatMuls stay FP32 on purpose: dynamic MatMul quantisation picks one activation scale
+    per tensor per call, which makes a text's output depend on the other texts in its batch
+    (measured: emissions moved by up to 0.13). Weight-only Gather quantisation keeps every text's
+    output independent of the batch, as FP32 is.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "model.onnx"
         shutil.copy(fp32_path, staged)
@@ -47,7 +54,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> None:
             staged,
             Path(int8_path),
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gather"],
+            op_types_to_quantize=["Gather"],
             per_channel=False,
         )
 

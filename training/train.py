@@ -269,6 +269,8 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
                 "data": corpora.sources,
                 "dev": {name: len(rows) for name, rows in corpora.dev.items()},
                 "train_rows": len(train_rows),
+                "quantized_ops": ["Gather"],
+                "batch_independent": True,
             },
         ),
     )
@@ -424,6 +426,8 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
                 "data": corpora.sources,
                 "dev": {name: len(rows) for name, rows in corpora.dev.items()},
                 "train_rows": len(train_rows),
+                "quantized_ops": ["Gather"],
+                "batch_independent": True,
             },
         ),
     )
@@ -493,7 +497,7 @@ def build_shared_vocab(data_dir: str, seed: int) -> list[str]:
     ner = D.load_ner_corpora(data_dir, seed=seed)
     sentiment = D.load_sentiment_corpora(data_dir, seed=seed)
     texts = [row["text"] for row in ner.train] + [row["text"] for row in sentiment.train]
-    return build_vocab(texts, lowercase=True, min_char_count=2, wordpiece_size=3000)
+    return build_vocab(texts, lowercase=True, min_char_count=2, wordpiece_size=2000)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

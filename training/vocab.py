@@ -1,9 +1,10 @@
 """A BERT-style ``vocab.txt`` built from the corpora.
 
 Every character seen at least ``min_char_count`` times becomes a token (CJK characters are always
-single tokens under BERT-Chinese normalisation), plus WordPiece pieces for Latin words and digit
-runs trained with Hugging Face ``tokenizers`` on the non-CJK words of the same text. ``##`` forms of
+single tokens under BERT-Chinese normalisation), plus the most frequent Latin words and digit
+runs (and their ``##`` continuation forms). ``##`` forms of
 every ASCII letter and digit are included, so no Latin/digit word ever falls back to [UNK].
+Built by counting, so the same text always gives the same file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import normalizers, pre_tokenizers
 
 from deployments.runtime.tokenizer import SPECIAL_TOKENS
 
@@ -33,7 +34,7 @@ def build_vocab(
     *,
     lowercase: bool = True,
     min_char_count: int = 2,
-    wordpiece_size: int = 3000,
+    wordpiece_size: int = 2000,
 ) -> list[str]:
     """Tokens in id order: the specials ([PAD]=0), characters, then Latin/digit word pieces."""
     char_counts: Counter[str] = Counter()
@@ -58,16 +59,15 @@ def build_vocab(
     for char in string.ascii_lowercase + string.digits + ("" if lowercase else string.ascii_uppercase):
         add(char)
         add(f"##{char}")
-    if multi_char_words:
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=wordpiece_size, min_frequency=3, special_tokens=[], continuing_subword_prefix="##"
-        )
-        wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        corpus = [word for word, count in multi_char_words.items() for _ in range(min(count, 50))]
-        wordpiece.train_from_iterator(corpus, trainer=trainer)
-        pieces = sorted(wordpiece.get_vocab().items(), key=lambda kv: kv[1])
-        for piece, _ in pieces:
-            add(piece)
+    # Latin words and digit runs: the most frequent whole words, and their ``##`` forms for words
+    # glued to a preceding piece ("iphone15" → "iphone" "##15"); anything else falls back to the
+    # single-character pieces above. Counting (not a trained WordPiece model) keeps the file
+    # identical from run to run.
+    frequent = [w for w, n in sorted(multi_char_words.items(), key=lambda kv: (-kv[1], kv[0])) if n >= 3]
+    for word in frequent[:wordpiece_size]:
+        add(word)
+    for word in frequent[: wordpiece_size // 2]:
+        add(f"##{word}")
     return tokens
 
 
