@@ -45,8 +45,15 @@ class PageRecord:
     blocked: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    """One chromium for the browser tests, closed when they end.
+
+    Playwright's sync API keeps an asyncio loop running on the main thread while it is open, and
+    Ray's blocking ``DeploymentResponse.result()`` refuses to run inside one, so the browser must
+    not outlive this package (a session-scoped browser broke every later Serve test that used a
+    handle).
+    """
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is not installed; run scripts/install-browser-deps.sh")
     from playwright.sync_api import sync_playwright

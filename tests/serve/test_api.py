@@ -61,11 +61,14 @@ def test_golden_sentiment(zhserve_url: str, text: str, label: str) -> None:
 
 
 def test_offsets_are_code_points_with_emoji_and_rare_characters(zhserve_url: str) -> None:
-    text = "😀😀 今天𠀀，马云在杭州👍🏽见到了李明，\n\t他们 讨论了阿里巴巴的未来。"
+    # Supplementary-plane characters (emoji, a skin-tone modifier, CJK Extension B) before and
+    # between the entities: every offset must count them as one code point each.
+    text = "😀😀 今天𠀀天气很好。马云在杭州👍🏽见到了李明，\n\t他们 讨论了阿里巴巴集团的未来。"
     body = post(zhserve_url, "/v1/ner", {"text": text}).json()
     assert_exact_offsets(text, body["entities"])
-    names = {(e["text"], e["label"]) for e in body["entities"]}
-    assert ("马云", "PER") in names and ("李明", "PER") in names
+    found = {(e["text"], e["label"], e["start"]) for e in body["entities"]}
+    for name, label in [("马云", "PER"), ("杭州", "LOC"), ("李明", "PER"), ("阿里巴巴集团", "ORG")]:
+        assert (name, label, text.index(name)) in found
 
 
 def test_analyze_calls_only_requested_tasks(zhserve_url: str) -> None:
