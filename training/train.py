@@ -261,7 +261,7 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
             max_seq_length=NER_MAX_SEQ_LENGTH,
             tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
             onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
-            quantization="int8-dynamic",
+            quantization="int8-weight-only",
             provenance={
                 "source": "trained",
                 "training": "python -m training.train",
@@ -418,7 +418,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
             max_seq_length=SENTIMENT_MAX_SEQ_LENGTH,
             tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
             onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="logits"),
-            quantization="int8-dynamic",
+            quantization="int8-weight-only",
             provenance={
                 "source": "trained",
                 "training": "python -m training.train",

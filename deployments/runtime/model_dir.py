@@ -63,7 +63,7 @@ class Manifest(BaseModel):
     max_seq_length: int = Field(ge=8, le=8192)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     onnx: OnnxSpec
-    quantization: Literal["none", "int8-dynamic"] = "none"
+    quantization: Literal["none", "int8-dynamic", "int8-weight-only"] = "none"
     files: dict[str, str] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
 

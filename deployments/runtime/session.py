@@ -44,5 +44,7 @@ def needs_row_by_row(quantization: str) -> bool:
     i.e. over every row of a batch: a text's output would then depend on what it was batched
     with (measured: 6 of 407 sentences changed an entity). Run alone, each row is quantised on
     its own and needs no padding; Serve-level batching still amortises the per-request cost.
+    ``int8-weight-only`` models (INT8 weights, FP32 activations) and FP32 models run as padded
+    batches: their padded positions are masked, so a row's output is its own.
     """
     return quantization == "int8-dynamic"

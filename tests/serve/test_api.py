@@ -84,8 +84,8 @@ def test_batch_keeps_order_and_equals_single_requests(zhserve_url: str) -> None:
         single = post(zhserve_url, "/v1/analyze", {"text": text}).json()
         assert spans(result) == spans(single)
         assert result["sentiment"]["label"] == single["sentiment"]["label"]
-        # Results do not depend on what shares a batch (dynamic-INT8 models run row by row).
-        assert result["sentiment"]["score"] == pytest.approx(single["sentiment"]["score"], abs=1e-9)
+        # Results do not depend on what shares a batch (up to float summation order).
+        assert result["sentiment"]["score"] == pytest.approx(single["sentiment"]["score"], abs=1e-5)
 
 
 def test_long_document_offsets_and_per_sentence_sentiment(zhserve_url: str) -> None:
@@ -123,7 +123,7 @@ def test_models_health_docs(zhserve_url: str) -> None:
     by_task = {m["task"]: m for m in models}
     assert set(by_task) == {"ner", "sentiment"}
     assert set(by_task["ner"]["entity_types"]) == {"PER", "LOC", "ORG"}
-    assert by_task["sentiment"]["labels"] and by_task["ner"]["quantization"] == "int8-dynamic"
+    assert by_task["sentiment"]["labels"] and by_task["ner"]["quantization"] == "int8-weight-only"
     assert httpx.get(f"{zhserve_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{zhserve_url}/readyz").json()
     assert ready["status"] == "ready" and ready["models"]["ner"] == by_task["ner"]["model"]

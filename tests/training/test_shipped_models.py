@@ -26,7 +26,7 @@ def test_manifests_follow_the_contract() -> None:
         manifest = loaded.manifest
         assert manifest.onnx.inputs == ["input_ids", "attention_mask"]
         assert manifest.onnx.output == output
-        assert manifest.quantization == "int8-dynamic"
+        assert manifest.quantization == "int8-weight-only"
         size = sum(p.stat().st_size for p in loaded.path.iterdir() if p.is_file())
         assert size <= 25 * 1024 * 1024
     ner = ModelDir.load(model_dir("ner")).manifest
