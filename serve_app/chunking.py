@@ -502,9 +502,7 @@ def sentiment_units(
     return sentence_units(text, count_tokens, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
 
 
-def sentence_units(
-    text: str, count_tokens: TokenCounter, *, max_tokens: int, overlap_tokens: int = 32
-) -> list[Window]:
+def sentence_units(text: str, count_tokens: TokenCounter, *, max_tokens: int, overlap_tokens: int = 32) -> list[Window]:
     """Every sentence its own unit, without its surrounding whitespace.
 
     Whitespace-only sentences are skipped; a sentence longer than a window is cut into
