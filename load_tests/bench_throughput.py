@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -72,7 +73,10 @@ def main() -> None:
             print(f"  concurrency {concurrency}: {qps:.1f} req/s", file=sys.stderr, flush=True)
     mean_chars = statistics.mean(len(t) for t in texts)
     print(f"\n/v1/analyze (NER + sentiment), {mean_chars:.0f}-character texts from {source}")
-    print(f"{options.seconds:g} s per level; one local Ray cluster, 2 CPUs; baseline (Flask services): 1.2 req/s\n")
+    print(
+        f"{options.seconds:g} s per level; one local Ray cluster on {os.cpu_count()} cores; "
+        "baseline (Flask services): 1.2 req/s\n"
+    )
     header = f"{'clients':>7} | {'req/s':>7} | {'vs 1.2':>7} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | errors"
     print(header)
     print("-" * len(header))

@@ -23,8 +23,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_service(num_cpus: int = 2) -> Iterator[str]:
-    """A local cluster with Serve's HTTP on 127.0.0.1; yields the base URL."""
+def local_service(num_cpus: int = 4) -> Iterator[str]:
+    """A local cluster with Serve's HTTP on 127.0.0.1; yields the base URL.
+
+    ``num_cpus`` is Ray's logical CPU count, not a limit: at 4 on a 2-core box, a redeploy (a
+    rolling update) can place new replicas beside the old ones instead of waiting forever for
+    their logical CPUs (serve_config.yaml asks 0.5 per model replica, up to 2 replicas each).
+    """
     import ray
     from ray import serve
 

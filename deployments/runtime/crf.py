@@ -69,20 +69,47 @@ def viterbi_decode(emissions: np.ndarray, crf: CrfParams) -> tuple[list[int], fl
 
 
 def tag_marginals(emissions: np.ndarray, crf: CrfParams) -> np.ndarray:
-    """Per-position tag posteriors p(tag_t = k | x) [T, K] by forward-backward in log space.
+    """Per-position tag posteriors p(tag_t = k | x) [T, K] by forward-backward.
 
     Used as the confidence of each decoded tag, so entity scores mean the same thing for every
-    CRF model.
+    CRF model. Runs the scaled forward-backward algorithm in probability space (one small matrix
+    product per step, each step renormalised, so nothing under- or overflows); falls back to log
+    space if a step's mass is nonetheless lost (transitions that forbid every path).
     """
     length, _ = emissions.shape
     emissions = emissions.astype(np.float64, copy=False)
+    if length == 0:
+        return np.empty_like(emissions)
+    trans_peak = crf.transitions.max()
+    step = np.exp(crf.transitions - trans_peak)  # [prev, next]
+    emit = np.exp(emissions - emissions.max(axis=1, keepdims=True))  # each row's best tag is 1
+    alpha = np.empty_like(emissions)
+    beta = np.empty_like(emissions)
+    alpha[0] = np.exp(crf.start_transitions - crf.start_transitions.max()) * emit[0]
+    alpha[0] /= alpha[0].sum()
+    for t in range(1, length):
+        forward = (alpha[t - 1] @ step) * emit[t]
+        alpha[t] = forward / forward.sum()
+    beta[-1] = np.exp(crf.end_transitions - crf.end_transitions.max())
+    for t in range(length - 2, -1, -1):
+        backward = step @ (emit[t + 1] * beta[t + 1])
+        beta[t] = backward / backward.sum()
+    joint = alpha * beta
+    mass = joint.sum(axis=1, keepdims=True)
+    if not np.all(np.isfinite(joint)) or not np.all(mass > 0):
+        return _log_tag_marginals(emissions, crf)
+    return joint / mass
+
+
+def _log_tag_marginals(emissions: np.ndarray, crf: CrfParams) -> np.ndarray:
+    """``tag_marginals`` in log space: slower, but exact when the scaled version loses all mass."""
     alpha = np.empty_like(emissions)
     beta = np.empty_like(emissions)
     alpha[0] = crf.start_transitions + emissions[0]
-    for t in range(1, length):
+    for t in range(1, len(emissions)):
         alpha[t] = _logsumexp(alpha[t - 1][:, None] + crf.transitions, axis=0) + emissions[t]
     beta[-1] = crf.end_transitions
-    for t in range(length - 2, -1, -1):
+    for t in range(len(emissions) - 2, -1, -1):
         beta[t] = _logsumexp(crf.transitions + (emissions[t + 1] + beta[t + 1])[None, :], axis=1)
     log_z = _logsumexp(alpha[-1] + beta[-1], axis=0)
     return np.exp(alpha + beta - log_z)

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from deployments.runtime.crf import CrfParams, tag_marginals, viterbi_decode
+from deployments.runtime.crf import CrfParams, _log_tag_marginals, tag_marginals, viterbi_decode
 
 
 def path_score(emissions: np.ndarray, crf: CrfParams, path: tuple[int, ...]) -> float:
@@ -52,6 +52,23 @@ def test_marginals_equal_brute_force(seed: int) -> None:
             expected[t, tag] += weight
     expected /= weights.sum()
     np.testing.assert_allclose(tag_marginals(emissions, crf), expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_marginals_survive_extreme_scores_and_forbidden_transitions(seed: int) -> None:
+    """Emissions hundreds of nats apart and BIOES-style forbidden transitions (-10000): the scaled
+    algorithm must still agree with exact log-space forward-backward on long sequences."""
+    rng = np.random.default_rng(200 + seed)
+    num_tags, length = 5, 200
+    crf = random_crf(rng, num_tags)
+    forbidden = rng.random((num_tags, num_tags)) < 0.3
+    forbidden[:, 0] = False  # every tag may still move to tag 0: a path always exists
+    transitions = np.where(forbidden, -10000.0, crf.transitions)
+    crf = CrfParams(crf.start_transitions, crf.end_transitions, transitions)
+    emissions = rng.normal(size=(length, num_tags)) * 300
+    marginals = tag_marginals(emissions, crf)
+    np.testing.assert_allclose(marginals, _log_tag_marginals(emissions, crf), atol=1e-9)
+    np.testing.assert_allclose(marginals.sum(axis=1), 1.0)
 
 
 def test_transitions_are_prev_to_next() -> None:
