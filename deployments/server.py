@@ -5,7 +5,7 @@ and metadata. Subclasses load their model in ``__init__`` and define the ``@serv
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from deployments.batching import BatchConfig, MemoryGuard
@@ -36,24 +36,6 @@ class ServerStats:
     batches: int = 0
     largest_batch: int = 0
     rss_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    task: str
-    name: str
-    version: str
-    labels: list[str]
-    entity_types: list[str]
-    tag_scheme: str | None
-    quantization: str
-    max_seq_length: int
-    architecture: str
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def model_id(self) -> str:
-        return f"{self.name}@{self.version}"
 
 
 def _rss_gauge() -> Any:
@@ -100,23 +82,9 @@ class ModelServerBase(Generic[R]):
         self.predict.set_max_batch_size(self.config.max_batch_size)
         self.predict.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
-    def describe(self) -> ModelInfo:
-        manifest = self.manifest
-        return ModelInfo(
-            task=manifest.task,
-            name=manifest.name,
-            version=manifest.version,
-            labels=list(manifest.labels),
-            entity_types=manifest.entity_types,
-            tag_scheme=manifest.tag_scheme,
-            quantization=manifest.quantization,
-            max_seq_length=manifest.max_seq_length,
-            architecture=manifest.architecture,
-            provenance=dict(manifest.provenance),
-        )
-
-    def info(self) -> ModelInfo:
-        return self.describe()
+    def info(self) -> dict[str, Any]:
+        """The served model's manifest summary (what ``GET /v1/models`` lists)."""
+        return self.manifest.summary()
 
     def stats(self) -> ServerStats:
         """Items and batches computed so far by this replica, and its resident memory now."""

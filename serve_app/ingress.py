@@ -177,20 +177,7 @@ class LoadedModel:
         return cls(manifest, tokenizer)
 
     def describe(self) -> ModelDescription:
-        manifest = self.manifest
-        return ModelDescription(
-            task=manifest.task,
-            name=manifest.name,
-            version=manifest.version,
-            model=manifest.model_id,
-            labels=list(manifest.labels),
-            entity_types=manifest.entity_types,
-            tag_scheme=manifest.tag_scheme,
-            quantization=manifest.quantization,
-            max_seq_length=manifest.max_seq_length,
-            architecture=manifest.architecture,
-            provenance=dict(manifest.provenance),
-        )
+        return ModelDescription(**self.manifest.summary())
 
 
 @dataclass

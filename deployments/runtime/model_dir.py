@@ -91,6 +91,22 @@ class Manifest(BaseModel):
         """``name@version``, as reported in API responses."""
         return f"{self.name}@{self.version}"
 
+    def summary(self) -> dict[str, Any]:
+        """What ``GET /v1/models`` and a replica's ``info()`` report about the model."""
+        return {
+            "task": self.task,
+            "name": self.name,
+            "version": self.version,
+            "model": self.model_id,
+            "labels": list(self.labels),
+            "entity_types": self.entity_types,
+            "tag_scheme": self.tag_scheme,
+            "quantization": self.quantization,
+            "max_seq_length": self.max_seq_length,
+            "architecture": self.architecture,
+            "provenance": dict(self.provenance),
+        }
+
     @property
     def entity_types(self) -> list[str]:
         """NER entity types in label order (``["PER", "LOC", "ORG"]``), empty for sentiment."""
