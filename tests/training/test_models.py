@@ -39,10 +39,15 @@ def networks() -> list[tuple[torch.nn.Module, str]]:
     torch.manual_seed(0)
     ner = NerNet(NerConfig(vocab_size=40, num_tags=13, dilations=[1, 2, 4], **SMALL))
     sentiment = SentimentNet(SentimentConfig(vocab_size=40, dilations=[1, 2], **SMALL))
-    return [(ner.eval(), "emissions"), (sentiment.eval(), "logits")]
+    with_fasttext = SentimentNet(
+        SentimentConfig(
+            vocab_size=40, dilations=[1, 2], fasttext_dim=8, ngram_dropout=0.1, fasttext_dropout=0.2, **SMALL
+        )
+    )
+    return [(ner.eval(), "emissions"), (sentiment.eval(), "logits"), (with_fasttext.eval(), "logits")]
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_onnx_fp32_output_does_not_depend_on_the_batch(tmp_path, index: int) -> None:
     net, output = networks()[index]
     path = tmp_path / "model.onnx"
