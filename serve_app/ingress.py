@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle
 
 from deployments.runtime.model_dir import Manifest, ModelDir
 from deployments.runtime.sentiment import SentimentResult
@@ -154,6 +154,32 @@ def _item_error(error: ItemError) -> ZhserveError:
 
 async def _tagged(index: int, call: Awaitable[T]) -> tuple[int, T]:
     return index, await call
+
+
+# A replica that dies under a call (crash, OOM kill, node loss) is not the caller's fault.
+_REPLICA_LOST = (RayActorError, ReplicaUnavailableError)
+MODEL_CALL_ATTEMPTS = 2
+
+
+async def _predict(handle: DeploymentHandle, texts: list[str]) -> Any:
+    """``handle.predict(texts)``, retried once on another replica if the one serving it is lost.
+
+    Model calls are pure, so repeating one is safe; Serve routes the retry to a live replica (or
+    holds it until the controller has replaced the lost one). Cancelling the awaiting task cancels
+    the request in flight, so nothing keeps computing for a caller who has gone.
+    """
+    for attempt in range(1, MODEL_CALL_ATTEMPTS + 1):
+        response = handle.predict.remote(texts)
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
+        except _REPLICA_LOST as exc:
+            if attempt == MODEL_CALL_ATTEMPTS:
+                raise
+            logger.warning("model replica lost under a call (%s); retrying on another", type(exc).__name__)
+    raise AssertionError("unreachable")
 
 
 def _line(payload: dict[str, Any]) -> str:
@@ -297,8 +323,8 @@ class Ingress:
         ner_groups = self._groups(ner_plan.windows) if ner_plan else []
         sentiment_groups = self._groups(sentiment_plan.units) if sentiment_plan else []
         outputs = await self._gather(
-            [self.ner_handle.predict.remote([w.text for w in group]) for group in ner_groups]
-            + [self.sentiment_handle.predict.remote([u.text for u in group]) for group in sentiment_groups]
+            [_predict(self.ner_handle, [w.text for w in group]) for group in ner_groups]
+            + [_predict(self.sentiment_handle, [u.text for u in group]) for group in sentiment_groups]
         )
         response = AnalyzeResponse()
         if ner_plan is not None:
@@ -322,12 +348,10 @@ class Ingress:
             async with asyncio.timeout(self.config.request_timeout_s):
                 return list(await asyncio.gather(*tasks))
         except BaseException as exc:
-            # Cancel what is still running (time-out, a failed sibling, a client that went away).
+            # Cancel what is still running (time-out, a failed sibling, a client that went away);
+            # each cancelled call cancels its request in flight.
             for task in tasks:
                 task.cancel()
-            for call in calls:
-                if isinstance(call, DeploymentResponse):
-                    call.cancel()
             raise _api_error(exc, self.config.request_timeout_s) from None
 
     # ---------------------------------------------------------------- routes
@@ -414,12 +438,12 @@ class Ingress:
         jobs: list[tuple[str, list[chunking.Window], Any]] = []
         if ner_plan:
             jobs += [
-                ("ner", group, self.ner_handle.predict.remote([w.text for w in group]))
+                ("ner", group, asyncio.ensure_future(_predict(self.ner_handle, [w.text for w in group])))
                 for group in self._groups(ner_plan.windows)
             ]
         if sentiment_plan:
             jobs += [
-                ("sentiment", group, self.sentiment_handle.predict.remote([u.text for u in group]))
+                ("sentiment", group, asyncio.ensure_future(_predict(self.sentiment_handle, [u.text for u in group])))
                 for group in self._groups(sentiment_plan.units)
             ]
         futures = [asyncio.ensure_future(_tagged(index, call)) for index, (_, _, call) in enumerate(jobs)]
@@ -479,12 +503,9 @@ class Ingress:
         finally:
             # Runs on normal completion, on failure, and when the client disconnects (Serve
             # cancels this generator): nothing keeps computing for a reader who has gone.
-            for future in futures:
+            for future in [*futures, *(call for _, _, call in jobs)]:
                 if not future.done():
-                    future.cancel()
-            for _, _, call in jobs:
-                if not call.cancelled():
-                    call.cancel()
+                    future.cancel()  # a cancelled call cancels its request in flight (see _predict)
 
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz(self) -> HealthResponse:
