@@ -350,6 +350,8 @@
       cursor = Math.max(cursor, s.end);
     }
     if (cursor < total) children.push(el("span", { class: "gap", style: `flex-grow:${total - cursor}` }));
+    // 3 px per sentence (2 px minimum + 1 px gap) would not fit: draw them edge to edge instead.
+    bar.classList.toggle("dense", sentences.length * 3 > bar.clientWidth);
     bar.replaceChildren(...children);
   }
 

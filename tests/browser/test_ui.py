@@ -192,6 +192,11 @@ def test_long_text_streams_progressively_and_completes(page: Any, zhserve_url: s
     assert len(sentences) > 1
     assert page.locator("#strip .strip-bar .seg").count() == len(sentences)
     assert page.locator("#gutter .bar").count() > 1
+    # Hundreds of sentences still fit the strip: the page never scrolls sideways.
+    assert len(sentences) > 300
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    strip_box, panel_box = page.locator("#strip .strip-bar").bounding_box(), page.locator("#strip").bounding_box()
+    assert strip_box["x"] + strip_box["width"] <= panel_box["x"] + panel_box["width"] + 1
     assert page.locator("#output .pending").count() == 0
     screenshot(page, "desktop-long-done")
     assert_clean(page)
