@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+# ○ (a geometric symbol) is written for zero in Chinese numerals (一一○), so it may end a name.
+_NUMERAL_SYMBOLS = frozenset("○")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ def build_entities(
     """Entities of one text from per-token tags, code-point offsets and per-token confidences.
 
     An entity's score is the lowest confidence among its tokens: a span is only as sure as its
-    least sure token.
+    least sure token. A name never begins or ends with an emoji, a symbol or sentence punctuation
+    (。，！): such edge tokens are left out of the entity (brackets and quotes stay, as in
+    英国《金融时报》), and a span made only of them is no entity.
     """
     if not (len(tags) == len(offsets) == len(token_scores)):
         raise ValueError(
@@ -84,7 +90,22 @@ def build_entities(
         )
     entities = []
     for first, last, label in tags_to_token_spans(tags, scheme):
+        while first < last and not _can_edge_a_name(text, offsets[first]):
+            first += 1
+        while last > first and not _can_edge_a_name(text, offsets[last - 1]):
+            last -= 1
+        if first == last:
+            continue
         start, end = offsets[first][0], offsets[last - 1][1]
         score = float(min(token_scores[first:last]))
         entities.append(Entity(text=text[start:end], label=label, start=start, end=end, score=score))
     return entities
+
+
+def _can_edge_a_name(text: str, offset: tuple[int, int]) -> bool:
+    """Whether the token at ``offset`` may be the first or last token of an entity: it has a
+    character that is not a symbol (emoji included), separator, control or sentence punctuation."""
+    return any(
+        char in _NUMERAL_SYMBOLS or not (unicodedata.category(char)[0] in "SZC" or unicodedata.category(char) == "Po")
+        for char in text[offset[0] : offset[1]]
+    )

@@ -40,3 +40,24 @@ def test_entities_use_code_point_offsets_and_min_score() -> None:
 def test_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         build_entities("马云", ["B-PER"], [(0, 1), (1, 2)], [1.0, 1.0], "BIO")
+
+
+@pytest.mark.parametrize(
+    ("text", "tags", "expected"),
+    [
+        # an emoji the model folded into a name is left out, and so is the space after it
+        ("😊 马云在", ["B-PER", "I-PER", "E-PER", "O"], [("马云", 2, 4)]),
+        ("马云！", ["B-PER", "I-PER", "E-PER"], [("马云", 0, 2)]),
+        ("🚀，", ["B-LOC", "E-LOC"], []),
+        # brackets and quotes may bound a name; ○ is a numeral zero
+        ("英国《金融时报》", ["B-ORG"] + ["I-ORG"] * 6 + ["E-ORG"], [("英国《金融时报》", 0, 8)]),
+        ("一一○", ["B-ORG", "I-ORG", "E-ORG"], [("一一○", 0, 3)]),
+    ],
+)
+def test_entities_do_not_begin_or_end_with_symbols_or_sentence_punctuation(
+    text: str, tags: list[str], expected: list[tuple[str, int, int]]
+) -> None:
+    offsets = [(i, i + 1) for i, char in enumerate(text) if not char.isspace()]
+    entities = build_entities(text, tags, offsets, [0.9] * len(offsets), "BIOES")
+    assert [(e.text, e.start, e.end) for e in entities] == expected
+    assert all(text[e.start : e.end] == e.text for e in entities)
