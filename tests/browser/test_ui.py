@@ -9,6 +9,7 @@ final sentiment verdict is the element with data-sentiment; <main> carries data-
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,6 +76,28 @@ def test_page_loads_offline_and_names_the_models(page: Any, zhserve_url: str) ->
     assert page.locator("textarea#input").count() == 1
     screenshot(page, "desktop-initial")
     assert_clean(page)
+
+
+# WCAG 2.x AA contrast of every visible text (tests/browser/contrast.js).
+CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text(encoding="utf-8")
+
+
+def assert_wcag_aa_contrast(page: Any) -> None:
+    result = page.evaluate(CONTRAST_JS)
+    assert result["checked"] > 20
+    assert result["failures"] == []
+
+
+def test_text_meets_wcag_aa_contrast_before_and_after_an_analysis(page: Any) -> None:
+    open_ui(page)
+    assert_wcag_aa_contrast(page)
+    analyze_with_keyboard(page, NEWS)
+    assert page.locator("#output mark").count() >= 3
+    assert_wcag_aa_contrast(page)
+    page.fill("textarea#input", "   ")
+    page.click("#analyze")
+    page.wait_for_selector("#app[data-state=error]")
+    assert_wcag_aa_contrast(page)
 
 
 def test_analyze_marks_entities_with_api_labels_and_offsets(page: Any, zhserve_url: str) -> None:
