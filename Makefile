@@ -21,7 +21,7 @@ $(STAMP)-test: pyproject.toml | $(BIN)/python
 setup: $(STAMP)-serve
 
 setup-test: $(STAMP)-test
-	scripts/install-browser-deps.sh
+	scripts/install-test-deps.sh
 
 ## Serve the embedded models at http://127.0.0.1:8000 (UI at /, API docs at /docs). Ctrl+C stops.
 run: setup

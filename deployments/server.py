@@ -38,13 +38,18 @@ class ServerStats:
     rss_bytes: int = 0
 
 
-def _rss_gauge() -> Any:
+def _memory_gauges() -> tuple[Any, Any]:
     from ray.serve.metrics import Gauge
 
-    return Gauge(
+    resident = Gauge(
         "zhserve_replica_resident_bytes",
         description="Resident memory of a model replica, compared with its memory_limit_mb budget.",
     )
+    budget = Gauge(
+        "zhserve_replica_memory_budget_bytes",
+        description="The replica's enforced memory budget (memory_limit_mb); 0 when no budget is set.",
+    )
+    return resident, budget
 
 
 def _replica_id() -> str:
@@ -72,13 +77,14 @@ class ModelServerBase(Generic[R]):
         self.health_probe = health_probe
         self.config = BatchConfig()
         self._stats = ServerStats(replica=_replica_id())
-        self._rss_gauge = _rss_gauge()
+        self._rss_gauge, self._budget_gauge = _memory_gauges()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` live: batch size, batch wait, token budget, memory budget."""
         self.config = BatchConfig.model_validate(user_config or {})
         limit = self.config.memory_limit_mb
         self.memory.limit_bytes = None if limit is None else limit << 20
+        self._budget_gauge.set(self.memory.limit_bytes or 0)
         self.predict.set_max_batch_size(self.config.max_batch_size)
         self.predict.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
@@ -95,6 +101,7 @@ class ModelServerBase(Generic[R]):
         """Serve calls this periodically; raising marks the replica unhealthy and replaces it."""
         over, rss = self.memory.over_budget()
         self._rss_gauge.set(rss)
+        self._budget_gauge.set(self.memory.limit_bytes or 0)
         if over:
             raise ReplicaOverMemoryError(
                 f"resident memory {rss >> 20} MiB exceeds the budget of {self.config.memory_limit_mb} MiB"

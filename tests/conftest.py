@@ -42,6 +42,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
 
 
+def require_program(path: Path) -> None:
+    """Skip a test whose system program is missing on a developer's machine, but fail it in CI
+    (``CI`` set), where the test command installs it: a skip there would hide a broken install."""
+    if path.exists():
+        return
+    message = f"{path} is not installed; run scripts/install-test-deps.sh (make test does)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,6 +1,6 @@
 """Playwright (sync API) driving Debian's chromium, headless, against the real running service.
 
-The browser comes from the distribution (``scripts/install-browser-deps.sh``), never from
+The browser comes from the distribution (``scripts/install-test-deps.sh``), never from
 ``playwright install``. Every request the page makes to a host other than zhserve is aborted and
 recorded, so the tests also prove the UI works offline. Screenshots go to artifacts/screenshots/.
 """
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, require_program
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
@@ -54,8 +54,7 @@ def browser() -> Iterator[Any]:
     not outlive this package (a session-scoped browser broke every later Serve test that used a
     handle).
     """
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed; run scripts/install-browser-deps.sh")
+    require_program(CHROMIUM)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the browser tests need on Debian/Ubuntu: the distribution's chromium (driven by
-# Playwright through executable_path, so `playwright install` is never needed) and CJK and emoji
-# fonts so Chinese text and emoji render in screenshots. Idempotent: does nothing when all are
-# already installed.
+# Installs the system programs the tests drive, from Debian/Ubuntu's archive: chromium (driven by
+# Playwright through executable_path, so `playwright install` is never needed), CJK and emoji fonts
+# so Chinese text and emoji render in screenshots, and prometheus (a real server scrapes the test
+# cluster and evaluates the Grafana dashboard's and the alert rules' queries). Idempotent: does
+# nothing when all are already installed.
 set -euo pipefail
 
-packages=(chromium fonts-noto-cjk fonts-noto-color-emoji)
+packages=(chromium fonts-noto-cjk fonts-noto-color-emoji prometheus)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -15,7 +16,7 @@ for package in "${packages[@]}"; do
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "browser test dependencies already installed: ${packages[*]}"
+    echo "test dependencies already installed: ${packages[*]}"
     exit 0
 fi
 
