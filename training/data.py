@@ -234,6 +234,39 @@ def split_location_prefixed_orgs(rows: Sequence[dict], *, min_count: int = 3) ->
     return result, changed
 
 
+def entity_gazetteer(
+    rows: Sequence[dict], *, min_count: int = 1, min_ratio: float = 0.5, max_length: int = 8
+) -> list[tuple[str, int]]:
+    """``(surface, type)`` of the entity strings in ``rows`` (type 1..3 in ENTITY_TYPES order) with
+    their most frequent label (ties: ENTITY_TYPES order); sorted.
+
+    Kept when labelled at least ``min_count`` times and in at least ``min_ratio`` of the string's
+    occurrences in the texts (so 大学 or 总部, labelled now and then but mostly plain words, are not).
+    """
+    counts: dict[str, Counter[str]] = {}
+    for row in rows:
+        for e in row.get("entities", []):
+            name = row["text"][e["start"] : e["end"]]
+            if 2 <= len(name) <= max_length and name.strip() == name:
+                counts.setdefault(name, Counter())[e["label"]] += 1
+    lengths = sorted({len(name) for name in counts})
+    occurrences: Counter[str] = Counter()
+    for row in rows:
+        text = row["text"]
+        for n in lengths:
+            for i in range(len(text) - n + 1):
+                if text[i : i + n] in counts:
+                    occurrences[text[i : i + n]] += 1
+    result = []
+    for name in sorted(counts):
+        by_label = counts[name]
+        labelled = sum(by_label.values())
+        if labelled >= min_count and labelled >= min_ratio * occurrences[name]:
+            label = max(ENTITY_TYPES, key=lambda t: (by_label.get(t, 0), -ENTITY_TYPES.index(t)))
+            result.append((name, ENTITY_TYPES.index(label) + 1))
+    return result
+
+
 def augment_location_prefixes(
     rows: Sequence[dict], *, count: int, seed: int = DEFAULT_SEED, min_count: int = 3
 ) -> list[dict]:

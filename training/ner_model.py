@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from training.layers import CharNgramEmbedding, ConvEncoder
+from training.lexicon import LexiconFeatures
 
 FORBIDDEN = -10000.0  # transition score of a tag pair BIOES does not allow
 
@@ -31,9 +32,31 @@ class NerConfig:
     hidden: int = 128
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 1])
     dropout: float = 0.2
+    # Lexicon-match features (training.lexicon): word lengths looked up in-graph ([] = off) and the
+    # size of the two uint8 hash tables (filled from jieba's dictionary by train.py).
+    lexicon_lengths: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 7])
+    lexicon_buckets: int = 2097143
+    # Gazetteer: also mark the training set's entity strings with their type (PER/LOC/ORG) in the
+    # same tables (0 = off, 3 = on); training hides a match's type with this probability.
+    lexicon_entity_types: int = 3
+    lexicon_entity_dropout: float = 0.3
+    # Optional BiLSTM over the CNN output (0 = off): hidden size per direction.
+    lstm_hidden: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class LexiconCharNgramEmbedding(CharNgramEmbedding):
+    """:class:`CharNgramEmbedding` with the 0/1 lexicon-role features concatenated (same dropout)."""
+
+    def __init__(self, vocab_size: int, *, lexicon: LexiconFeatures, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(vocab_size, **kwargs)
+        self.lexicon = lexicon
+        self.output_dim += lexicon.output_dim
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([super().forward(input_ids), self.dropout(self.lexicon(input_ids))], dim=-1)
 
 
 class NerNet(nn.Module):
@@ -42,8 +65,7 @@ class NerNet(nn.Module):
     def __init__(self, config: NerConfig) -> None:
         super().__init__()
         self.config = config
-        embedding = CharNgramEmbedding(
-            config.vocab_size,
+        kwargs = dict(
             char_dim=config.char_dim,
             bigram_buckets=config.bigram_buckets,
             bigram_dim=config.bigram_dim,
@@ -51,12 +73,48 @@ class NerNet(nn.Module):
             trigram_dim=config.trigram_dim,
             dropout=config.dropout,
         )
+        embedding: CharNgramEmbedding
+        if config.lexicon_lengths:
+            lexicon = LexiconFeatures(
+                config.lexicon_lengths,
+                config.lexicon_buckets,
+                entity_types=config.lexicon_entity_types,
+                entity_dropout=config.lexicon_entity_dropout,
+            )
+            embedding = LexiconCharNgramEmbedding(config.vocab_size, lexicon=lexicon, **kwargs)
+        else:
+            embedding = CharNgramEmbedding(config.vocab_size, **kwargs)
         self.encoder = ConvEncoder(embedding, hidden=config.hidden, dilations=config.dilations, dropout=config.dropout)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.hidden, config.num_tags)
+        # Two unidirectional LSTMs (not bidirectional=True): the backward one runs over each row
+        # reversed within its own length, so no direction ever reads a pad before a real token.
+        lstm = (lambda: nn.LSTM(config.hidden, config.lstm_hidden, batch_first=True)) if config.lstm_hidden else None
+        self.lstm_forward = lstm() if lstm else None
+        self.lstm_backward = lstm() if lstm else None
+        self.classifier = nn.Linear(2 * config.lstm_hidden if config.lstm_hidden else config.hidden, config.num_tags)
+
+    @property
+    def lexicon(self) -> LexiconFeatures | None:
+        return getattr(self.encoder.embedding, "lexicon", None)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.encoder(input_ids, attention_mask)))
+        x = self.encoder(input_ids, attention_mask)
+        if self.lstm_forward is not None:
+            x = self._bilstm(x, attention_mask)
+        return self.classifier(self.dropout(x))
+
+    def _bilstm(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """BiLSTM over real tokens only; pads zeroed, so a row's output does not depend on its batch."""
+        assert self.lstm_forward is not None and self.lstm_backward is not None
+        mask = attention_mask.unsqueeze(-1).to(x.dtype)
+        forward, _ = self.lstm_forward(x)
+        lengths = attention_mask.sum(1, keepdim=True)  # [B, 1]
+        positions = torch.arange(x.shape[1], dtype=lengths.dtype).unsqueeze(0)  # [1, T]
+        index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # [B, T], an involution
+        reversed_x = torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        backward, _ = self.lstm_backward(reversed_x)
+        backward = torch.gather(backward, 1, index.unsqueeze(-1).expand(-1, -1, backward.shape[-1]))
+        return torch.cat([forward, backward], dim=-1) * mask
 
 
 def bioes_constraints(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,6 +1,8 @@
 """Reference baseline for the sentiment model: char 1–3-gram TF-IDF + logistic regression.
 
-Measurement only (needs ``pip install scikit-learn``, which is not a dependency of zhserve):
+Measurement only (scikit-learn, in the ``train`` extra since the shipped sentiment model's linear branch,
+``training/ngram_linear.py``, is trained with it; that branch uses hashed n-grams of the token ids computed in
+the graph, this reference raw-character n-grams):
 
     python -m training.tfidf_baseline --data ../shared/data
 

@@ -183,6 +183,23 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
     config = NerConfig(vocab_size=len(vocab_tokens), num_tags=len(labels), **json.loads(args.ner_config))
     net, crf = NerNet(config), CRF(labels)
     embedding_init = init_char_embedding(net, vocab_tokens, args.init_embeddings)
+    lexicon_stats = None
+    if net.lexicon is not None:
+        from training.lexicon import build_tables, jieba_words
+
+        entities = (
+            D.entity_gazetteer(train_rows, max_length=max(config.lexicon_lengths))
+            if config.lexicon_entity_types
+            else []
+        )
+        classes, check, lexicon_stats = build_tables(
+            jieba_words(),
+            tokenizer,
+            lengths=config.lexicon_lengths,
+            buckets=config.lexicon_buckets,
+            entities=entities,
+        )
+        net.lexicon.set_tables(classes, check)
     mark_sparse(net)
     optimizer = SplitOptimizer([(list(net.parameters()), args.lr), (list(crf.parameters()), args.lr * 10)])
     dense = [p for p in [*net.parameters(), *crf.parameters()] if not getattr(p, "_zh_sparse", False)]
@@ -279,6 +296,7 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
         "config": config.to_dict(),
         "parameters": count_parameters(net) + count_parameters(crf),
         "embedding_init": embedding_init,
+        "lexicon": lexicon_stats,
         "train_sequences": len(train_examples),
         "train_rows": len(train_rows),
         "org_convention": args.org_convention,
@@ -328,6 +346,96 @@ def sentiment_onnx_predict(sess, tokenizer, texts: Sequence[str], max_length: in
     return [D.SENTIMENT_LABELS[int(np.argmax(row))] for row in logits]
 
 
+def sentiment_ensemble(
+    args: argparse.Namespace,
+    net: SentimentNet,
+    tokenizer: BertChineseTokenizer,
+    train_rows: Sequence[dict],
+    validation_rows: Sequence[dict],
+    dev: dict[str, list[dict]],
+    run_dir: Path,
+) -> tuple[nn.Module, dict]:
+    """Train the linear branch (C on the validation rows), pick the ensemble mode/weight on the same rows,
+    score each branch alone on the dev splits; returns the one-graph ensemble and a report."""
+    from training import ngram_linear as L
+
+    started = time.time()
+    max_tokens = SENTIMENT_MAX_SEQ_LENGTH - 2
+    label_index = {label: i for i, label in enumerate(D.SENTIMENT_LABELS)}
+
+    def encode(rows: Sequence[dict]) -> tuple[list[list[int]], list[int]]:
+        ids = [ids[:max_tokens] for ids, _ in tokenizer.tokenize([r["text"] for r in rows])]
+        return ids, [label_index[r["label"]] for r in rows]
+
+    train_ids, train_labels = encode(train_rows)
+    val_ids, val_labels = encode(validation_rows)
+    config = L.LinearConfig(vocab_size=tokenizer.vocab_size, **json.loads(args.sentiment_linear_config))
+    model, c_trials = L.train_linear(
+        config, train_ids, train_labels, val_ids, val_labels, cs=args.sentiment_linear_c, log=log.info
+    )
+    np.savez(run_dir / "sentiment_linear.npz", idf=model.idf, weight=model.weight, bias=model.bias, c=model.c)
+    linear_seconds = time.time() - started
+
+    cnn_fp32, cnn_int8 = run_dir / "sentiment_cnn_fp32.onnx", run_dir / "sentiment_cnn_int8.onnx"
+    export_onnx(net, cnn_fp32, output_name="logits")
+    quantize_int8(cnn_fp32, cnn_int8)
+    cnn_sessions = {
+        "cnn_fp32": session(cnn_fp32, threads=args.threads),
+        "cnn_int8": session(cnn_int8, threads=args.threads),
+    }
+
+    def cnn_margin(sess, rows: Sequence[dict]) -> np.ndarray:
+        texts = [truncate_to_tokens(tokenizer, r["text"], max_tokens) for r in rows]
+        logits = np.stack(run_texts(sess, tokenizer, texts, max_length=SENTIMENT_MAX_SEQ_LENGTH))
+        return logits[:, 1] - logits[:, 0]
+
+    labels = np.asarray(val_labels)
+    d_val, z_val = cnn_margin(cnn_sessions["cnn_fp32"], validation_rows), model.logits(val_ids)
+    best, trials = L.pick_ensemble(d_val, z_val, labels)
+    log.info("sentiment ensemble: picked %s on %d validation rows", best, len(labels))
+    validation = {
+        "cnn": round(float(((d_val > 0).astype(int) == labels).mean()), 4),
+        "linear": round(float(((z_val > 0).astype(int) == labels).mean()), 4),
+        "ensemble": best["accuracy"],
+    }
+    branches: dict[str, dict] = {}
+    margins = {"validation_cnn": d_val, "validation_linear": z_val, "validation_labels": labels}
+    for name, rows in dev.items():
+        ids, gold = encode(rows)
+        gold_array = np.asarray(gold)
+        z = model.logits(ids)
+        margins.update({f"{name}_linear": z, f"{name}_labels": gold_array})
+        branches[name] = {"linear": round(float(((z > 0).astype(int) == gold_array).mean()), 4)}
+        for variant, sess in cnn_sessions.items():
+            d = cnn_margin(sess, rows)
+            margins[f"{name}_{variant}"] = d
+            branches[name][variant] = round(float(((d > 0).astype(int) == gold_array).mean()), 4)
+            if variant == "cnn_fp32":
+                p = L.combine(d, z, best["mode"], best["alpha"])
+                branches[name]["ensemble_numpy"] = round(float(((p > 0.5).astype(int) == gold_array).mean()), 4)
+        log.info("sentiment branches alone on %s: %s", name, branches[name])
+    np.savez(run_dir / "sentiment_margins.npz", **margins)  # for offline analysis of the ensemble
+    mode_text = (
+        f"softmax = {best['alpha']:.2f}·p_cnn + {1 - best['alpha']:.2f}·p_linear"
+        if best["mode"] == "prob"
+        else f"logit = {best['alpha']:.2f}·CNN margin + {1 - best['alpha']:.2f}·linear logit"
+    )
+    report = {
+        "config": config.to_dict(),
+        "C": model.c,
+        "C_trials": c_trials,
+        "live_buckets": int((model.idf > 0).sum()),
+        "ensemble": best,
+        "ensemble_trials": [t for t in trials if t["alpha"] in (0.0, 0.25, 0.5, 0.75, 1.0) or t == best],
+        "validation": validation,
+        "branches": branches,
+        "seconds": round(linear_seconds, 1),
+        "architecture": f"; ensembled in the same graph with a {L.describe(config)} (C {model.c:g}): {mode_text}",
+    }
+    ensemble = L.SentimentEnsemble(net, L.HashedNgramLinear(model), mode=best["mode"], alpha=best["alpha"])
+    return ensemble.eval(), report
+
+
 def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) -> dict:
     started = time.time()
     seed_everything(args.seed)
@@ -339,6 +447,14 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     train_rows = corpora.train
     if args.subset < 1.0:
         train_rows = train_rows[: round(len(train_rows) * args.subset)]
+    # A validation slice of the training rows (the last N after the seeded shuffle) is held out of both
+    # the CNN and the linear branch; it picks the linear branch's C and the ensemble weight.
+    validation_rows: list[dict] = []
+    if args.sentiment_linear == "on":
+        if not 0 < args.sentiment_validation_rows < len(train_rows):
+            raise ValueError("--sentiment-linear on needs 0 < --sentiment-validation-rows < the training rows")
+        validation_rows = train_rows[-args.sentiment_validation_rows :]
+        train_rows = train_rows[: -args.sentiment_validation_rows]
     train_examples = D.sentiment_examples(train_rows, tokenizer, max_tokens=args.sentiment_train_tokens)
     dev_examples = {
         name: D.sentiment_examples(rows, tokenizer, max_tokens=SENTIMENT_MAX_SEQ_LENGTH - 2)
@@ -363,7 +479,15 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     schedulers = linear_schedule(optimizer, steps_per_epoch * args.sentiment_epochs, warmup=200)
     best, best_state, history = -1.0, None, []
     epoch_states: list[dict[str, torch.Tensor]] = []
-    for epoch in range(1, args.sentiment_epochs + 1):
+    resumed = None
+    if args.sentiment_resume:
+        # Reuse the CNN of an earlier run of this recipe (its sentiment_best.pt): no epochs are run.
+        resumed = torch.load(args.sentiment_resume)
+        if resumed["config"] != config.to_dict():
+            raise ValueError(f"{args.sentiment_resume} was trained with another SentimentConfig")
+        best_state, history = resumed["net"], list(resumed["history"])
+        log.info("sentiment: CNN weights from %s, no epochs run", args.sentiment_resume)
+    for epoch in range(1, (0 if resumed else args.sentiment_epochs) + 1):
         if not _time_left_for_epoch(started, epoch, args.max_minutes):
             log.warning("stopping before epoch %d: the --max-minutes budget would be exceeded", epoch)
             break
@@ -407,7 +531,10 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
         if accuracy["review_chnsenticorp"] > best:
             best = accuracy["review_chnsenticorp"]
             best_state = state
-            torch.save({"net": best_state, "config": config.to_dict()}, run_dir / "sentiment_best.pt")
+            torch.save(
+                {"net": best_state, "config": config.to_dict(), "history": history, "seconds": time.time() - started},
+                run_dir / "sentiment_best.pt",
+            )
     if len(epoch_states) > 1:
         # Checkpoint averaging: the mean of the last epochs' weights, kept if it beats the best epoch.
         averaged = {k: sum(s[k] for s in epoch_states) / len(epoch_states) for k in epoch_states[0]}
@@ -421,10 +548,16 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     assert best_state is not None
     net.load_state_dict(best_state)
     net.eval()
-    train_seconds = time.time() - started
+    train_seconds = resumed["seconds"] if resumed else time.time() - started
 
     fp32_path = run_dir / "sentiment_fp32.onnx"
-    export_onnx(net, fp32_path, output_name="logits")
+    exported: nn.Module = net
+    linear_report = None
+    if args.sentiment_linear == "on":
+        exported, linear_report = sentiment_ensemble(
+            args, net, tokenizer, train_rows, validation_rows, corpora.dev, run_dir
+        )
+    export_onnx(exported, fp32_path, output_name="logits")
     quantize_int8(fp32_path, out / "model.onnx")
     scores: dict[str, dict] = {}
     for variant, path in (("fp32", fp32_path), ("int8", out / "model.onnx")):
@@ -440,7 +573,8 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
             name="zhserve-sentiment",
             version=args.version,
             task="sentiment",
-            architecture=describe_architecture("sentiment", config),
+            architecture=describe_architecture("sentiment", config)
+            + (linear_report["architecture"] if linear_report else ""),
             labels=list(D.SENTIMENT_LABELS),
             max_seq_length=SENTIMENT_MAX_SEQ_LENGTH,
             tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
@@ -461,9 +595,12 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     report = {
         "task": "sentiment",
         "config": config.to_dict(),
-        "parameters": count_parameters(net),
+        "parameters": count_parameters(exported),
         "embedding_init": embedding_init,
         "train_rows": len(train_rows),
+        "validation_rows": len(validation_rows),
+        "linear": linear_report,
+        "resumed_from": args.sentiment_resume or None,
         "train_max_tokens": args.sentiment_train_tokens,
         "epochs": sum(isinstance(row["epoch"], int) for row in history),
         "history": history,
@@ -494,6 +631,15 @@ def describe_architecture(task: str, config: NerConfig | SentimentConfig) -> str
         f"hidden {config.hidden}, LayerNorm, pads zeroed)"
     )
     if task == "ner":
+        assert isinstance(config, NerConfig)
+        if config.lexicon_lengths:
+            ngrams += (
+                f" + lexicon-match features (jieba dictionary words of {min(config.lexicon_lengths)}–"
+                f"{max(config.lexicon_lengths)} characters hashed in-graph into two uint8 tables of "
+                f"{config.lexicon_buckets} buckets; begin/middle/end × length × 7 word classes, 0/1)"
+            )
+        if config.lstm_hidden:
+            encoder += f" → BiLSTM ({config.lstm_hidden} per direction, over real tokens only)"
         return f"{ngrams} → {encoder} → linear emissions; BIOES CRF (crf.npz)"
     assert isinstance(config, SentimentConfig)
     text = f"{ngrams} → {encoder} → max + mean + attention pooling → linear logits"
@@ -574,6 +720,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["fruit", "none"],
         default="none",
         help="fruit: hold the fruit reviews of online_shopping_10_cats out of training, scored as unseen_fruit",
+    )
+    parser.add_argument(
+        "--sentiment-linear",
+        choices=["on", "off"],
+        default="on",
+        help="on: ensemble the CNN with a linear model over in-graph hashed char 1–3-gram TF-IDF features",
+    )
+    parser.add_argument(
+        "--sentiment-validation-rows",
+        type=int,
+        default=4000,
+        help="training rows held out of both sentiment models to pick the linear C and the ensemble weight",
+    )
+    parser.add_argument("--sentiment-linear-config", default="{}", help="JSON overrides of ngram_linear.LinearConfig")
+    parser.add_argument(
+        "--sentiment-linear-c", type=float, nargs="+", default=[4.0, 8.0, 16.0, 32.0], help="C values to try"
+    )
+    parser.add_argument(
+        "--sentiment-resume", default="", help="a sentiment_best.pt of an earlier run: reuse its CNN, run no epochs"
     )
     parser.add_argument(
         "--fasttext-lr-scale", type=float, default=1.0, help="learning-rate multiplier of the fastText branch"

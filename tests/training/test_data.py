@@ -143,3 +143,20 @@ def test_online_shopping_categories_from_label_runs() -> None:
         pass
     else:
         raise AssertionError("a missing category block must be reported")
+
+
+def test_entity_gazetteer_keeps_strings_mostly_labelled_as_entities() -> None:
+    from training.data import entity_gazetteer
+
+    rows = [
+        {
+            "text": "马云在杭州大学",
+            "entities": [{"start": 0, "end": 2, "label": "PER"}, {"start": 3, "end": 7, "label": "ORG"}],
+        },
+        {"text": "杭州很美", "entities": [{"start": 0, "end": 2, "label": "LOC"}]},
+        {"text": "大学生", "entities": [{"start": 0, "end": 2, "label": "ORG"}]},  # 大学: 1 label / 2 occurrences
+        {"text": "上大学", "entities": []},
+        {"text": "大学很好", "entities": []},
+    ]
+    assert entity_gazetteer(rows) == [("杭州", 2), ("杭州大学", 3), ("马云", 1)]
+    assert entity_gazetteer(rows, min_count=2) == []
