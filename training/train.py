@@ -748,7 +748,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sentiment-config", default="{}", help="JSON overrides of SentimentConfig")
     parser.add_argument("--seed", type=int, default=D.DEFAULT_SEED)
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
-    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--version", default="2.0.0")
     parser.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress updates")
     parser.add_argument(
         "--init-embeddings",
