@@ -636,7 +636,14 @@ def describe_architecture(task: str, config: NerConfig | SentimentConfig) -> str
             ngrams += (
                 f" + lexicon-match features (jieba dictionary words of {min(config.lexicon_lengths)}–"
                 f"{max(config.lexicon_lengths)} characters hashed in-graph into two uint8 tables of "
-                f"{config.lexicon_buckets} buckets; begin/middle/end × length × 7 word classes, 0/1)"
+                f"{config.lexicon_buckets} buckets; begin/middle/end × length × 7 word classes"
+                + (
+                    f" + {config.lexicon_entity_types} entity types of a training-entity gazetteer in the same "
+                    f"tables, hidden with p={config.lexicon_entity_dropout} in training"
+                    if config.lexicon_entity_types
+                    else ""
+                )
+                + ", 0/1)"
             )
         if config.lstm_hidden:
             encoder += f" → BiLSTM ({config.lstm_hidden} per direction, over real tokens only)"
