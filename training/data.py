@@ -89,6 +89,26 @@ def load_ner_corpora(data_dir: str | Path, *, seed: int = DEFAULT_SEED) -> NerCo
     )
 
 
+def write_dev_splits(
+    data_dir: str | Path, out: str | Path, *, seed: int = DEFAULT_SEED, hold_out_fruit: bool = False
+) -> dict[str, Path]:
+    """Write every dev split the model cards report (same carving, same seed) as ``out/<split>.jsonl``,
+    so ``zhserve-eval`` can reproduce the cards' scores through the model core or a service."""
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    splits = {
+        **load_ner_corpora(data_dir, seed=seed).dev,
+        **load_sentiment_corpora(data_dir, seed=seed, hold_out_fruit=hold_out_fruit).dev,
+    }
+    written = {}
+    for name, rows in splits.items():
+        path = target / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        written[name] = path
+    return written
+
+
 # online_shopping_10_cats.jsonl keeps the order of the original corpus: each category is a block of
 # positive rows followed by a block of negative rows, in this order. The file has no category field,
 # so the category of a row is recovered from these label runs (checked: exactly 20 runs).

@@ -783,6 +783,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="with --task all, train one model after the other instead of in two processes",
     )
+    parser.add_argument(
+        "--write-dev",
+        type=Path,
+        metavar="DIR",
+        help="only write the dev splits the model cards are scored on as DIR/<split>.jsonl (for zhserve-eval)",
+    )
     return parser.parse_args(argv)
 
 
@@ -795,6 +801,13 @@ def _train_task(task: str, args: argparse.Namespace, vocab_tokens: list[str], ru
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
+    if args.write_dev:
+        hold_out_fruit = args.sentiment_hold_out == "fruit"
+        for name, path in D.write_dev_splits(
+            args.data, args.write_dev, seed=args.seed, hold_out_fruit=hold_out_fruit
+        ).items():
+            log.info("dev split %s: %s", name, path)
+        return 0
     torch.set_num_threads(args.threads)
     run_dir = Path(args.runs) / time.strftime("train-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
+
+import pytest
 
 from deployments.runtime.tokenizer import BertChineseTokenizer
 from training.data import (
@@ -160,3 +163,22 @@ def test_entity_gazetteer_keeps_strings_mostly_labelled_as_entities() -> None:
     ]
     assert entity_gazetteer(rows) == [("杭州", 2), ("杭州大学", 3), ("马云", 1)]
     assert entity_gazetteer(rows, min_count=2) == []
+
+
+def test_written_dev_splits_are_the_rows_training_holds_out(tmp_path: Path) -> None:
+    import json
+
+    from training.data import load_ner_corpora, load_sentiment_corpora, write_dev_splits
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not (data / "ner" / "msra_train.jsonl").is_file():
+        pytest.skip(f"corpora not available at {data}")
+    written = write_dev_splits(data, tmp_path)
+    ner, sentiment = load_ner_corpora(data), load_sentiment_corpora(data, hold_out_fruit=False)
+    assert set(written) == set(ner.dev) | set(sentiment.dev) >= {"news_msra", "web_cluener", "review_chnsenticorp"}
+    for name, path in written.items():
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert rows == {**ner.dev, **sentiment.dev}[name]
+    training_texts = {row["text"] for row in ner.train}
+    news = [json.loads(line)["text"] for line in written["news_msra"].read_text(encoding="utf-8").splitlines()]
+    assert len(news) > 1000 and not training_texts & set(news)
