@@ -101,7 +101,6 @@ class ModelServerBase(Generic[R]):
         """Serve calls this periodically; raising marks the replica unhealthy and replaces it."""
         over, rss = self.memory.over_budget()
         self._rss_gauge.set(rss)
-        self._budget_gauge.set(self.memory.limit_bytes or 0)
         if over:
             raise ReplicaOverMemoryError(
                 f"resident memory {rss >> 20} MiB exceeds the budget of {self.config.memory_limit_mb} MiB"

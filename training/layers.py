@@ -20,7 +20,7 @@ from torch import nn
 _HASH_A, _HASH_B, _HASH_C = 92821, 68917, 30011
 
 
-def _shift_ids(ids: torch.Tensor, offset: int) -> torch.Tensor:
+def shift_ids(ids: torch.Tensor, offset: int) -> torch.Tensor:
     """``ids`` moved by ``offset`` along time, filled with 0 ([PAD]): result[t] = ids[t - offset]."""
     if offset > 0:
         return F.pad(ids[:, :-offset], (offset, 0))
@@ -35,8 +35,8 @@ def ngram_ids(
     Neighbours beyond the text are [PAD] (0) — the same whether or not the batch pads the row — so
     a text's n-gram ids do not depend on its batch.
     """
-    previous = _shift_ids(input_ids, 1)
-    following = _shift_ids(input_ids, -1)
+    previous = shift_ids(input_ids, 1)
+    following = shift_ids(input_ids, -1)
     left = (previous * _HASH_A + input_ids * _HASH_B) % bigram_buckets
     right = (input_ids * _HASH_A + following * _HASH_B) % bigram_buckets
     centred = None

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.layers import shift_ids
+
 HASH_A = 16_777_619  # < 2**31: h·A + id stays far below 2**63
 HASH_M = 2_147_483_647  # 2**31 - 1
 EXCLUDED_IDS = (0, 2, 3)  # [PAD], [CLS], [SEP] (vocab.txt order)
@@ -234,8 +236,8 @@ class HashedNgramLinear(nn.Module):
                 h = torch.full_like(input_ids, n)
                 for k in range(n):
                     # token t + k ([PAD], invalid, beyond the end)
-                    shifted = nn.functional.pad(input_ids[:, k:], (0, k))
-                    ok = ok & (nn.functional.pad(valid_ids[:, k:], (0, k)) > 0)
+                    shifted = shift_ids(input_ids, -k)
+                    ok = ok & (shift_ids(valid_ids, -k) > 0)
                     h = (h * HASH_A + shifted) % HASH_M
                 bucket = h % self.buckets[n]  # within this order's tables (offset[n] in the Python matrix)
             bucket = bucket * ok.to(torch.int64)  # invalid positions read bucket 0 (and count for nothing)

@@ -105,7 +105,8 @@ def build_entities(
 def _can_edge_a_name(text: str, offset: tuple[int, int]) -> bool:
     """Whether the token at ``offset`` may be the first or last token of an entity: it has a
     character that is not a symbol (emoji included), separator, control or sentence punctuation."""
-    return any(
-        char in _NUMERAL_SYMBOLS or not (unicodedata.category(char)[0] in "SZC" or unicodedata.category(char) == "Po")
-        for char in text[offset[0] : offset[1]]
-    )
+    for char in text[offset[0] : offset[1]]:
+        category = unicodedata.category(char)
+        if char in _NUMERAL_SYMBOLS or not (category[0] in "SZC" or category == "Po"):
+            return True
+    return False
