@@ -197,7 +197,9 @@ def load_sentiment_corpora(
 # --------------------------------------------------------------------------- annotation convention
 
 
-def split_location_prefixed_orgs(rows: Sequence[dict], *, min_count: int = 3) -> tuple[list[dict], int]:
+def split_location_prefixed_orgs(
+    rows: Sequence[dict], *, min_count: int = 3, headquarters_only: bool = False
+) -> tuple[list[dict], int]:
     """Normalise ORG spans to the convention we serve: ``杭州阿里巴巴总部`` → 杭州 LOC + 阿里巴巴 ORG.
 
     MSRA and CLUENER usually fuse a location prefix into an organisation (``北京清华大学`` is one ORG)
@@ -206,6 +208,10 @@ def split_location_prefixed_orgs(rows: Sequence[dict], *, min_count: int = 3) ->
     that the corpus mostly names *on its own* (a proper name such as 清华大学 or 路透社, as opposed to
     a generic head such as 大学 or 共产党 that mostly appears inside longer names) is two entities.
     The gazetteers come from the same rows. Returns the new rows and how many spans changed.
+
+    ``headquarters_only`` splits a location off only where the organisation is followed by 总部
+    (``纽约联合国总部``: the place names where the headquarters stand) and otherwise keeps the
+    corpus's fused names (``美国国务院`` stays one ORG, as MSRA labels it).
     """
     loc_count: Counter[str] = Counter()
     org_count: Counter[str] = Counter()
@@ -236,11 +242,13 @@ def split_location_prefixed_orgs(rows: Sequence[dict], *, min_count: int = 3) ->
                 continue
             start, end = e["start"], e["end"]
             original = (start, end)
+            headquarters = text[end : end + 2] == "总部"
             if end - start > 2 and text[end - 2 : end] == "总部":
                 end -= 2
+                headquarters = True
             name = text[start:end]
             split = None
-            for k in range(min(len(name) - 2, 8), 1, -1):
+            for k in range(min(len(name) - 2, 8), 1, -1) if headquarters or not headquarters_only else ():
                 if loc_count.get(name[:k], 0) >= min_count and proper(name[k:]):
                     split = k
                     break
@@ -287,8 +295,32 @@ def entity_gazetteer(
     return result
 
 
+def extend_gazetteer(
+    gazetteer: Sequence[tuple[str, int]],
+    extra: Iterable[tuple[str, int]],
+    rows: Sequence[dict],
+    *,
+    max_unlabelled: int = 1,
+) -> list[tuple[str, int]]:
+    """``gazetteer`` plus the ``extra`` ``(surface, type)`` names it lacks, sorted; an extra name is
+    dropped when the training texts ``rows`` contain it more than ``max_unlabelled`` times without
+    labelling it there (a word the training data treats as plain text, whatever the other source says)."""
+    known = {name for name, _ in gazetteer}
+    candidates = {name: kind for name, kind in extra if name not in known and name.strip() == name}
+    lengths = sorted({len(name) for name in candidates})
+    occurrences: Counter[str] = Counter()
+    for row in rows:
+        text = row["text"]
+        for n in lengths:
+            for i in range(len(text) - n + 1):
+                if text[i : i + n] in candidates:
+                    occurrences[text[i : i + n]] += 1
+    kept = [(name, kind) for name, kind in candidates.items() if occurrences[name] <= max_unlabelled]
+    return sorted([*gazetteer, *kept])
+
+
 def augment_location_prefixes(
-    rows: Sequence[dict], *, count: int, seed: int = DEFAULT_SEED, min_count: int = 3
+    rows: Sequence[dict], *, count: int, seed: int = DEFAULT_SEED, min_count: int = 3, suffix: str = ""
 ) -> list[dict]:
     """Up to ``count`` extra rows in which a frequent place name is inserted right before a
     proper-name organisation, labelled as two entities (``…在杭州阿里巴巴…`` → 杭州 LOC + 阿里巴巴 ORG).
@@ -296,7 +328,8 @@ def augment_location_prefixes(
     The corpora almost never show a location directly before an organisation *as separate
     entities*, so without these rows a model fuses the pair into one ORG even after
     :func:`split_location_prefixed_orgs`. "Proper-name" uses the same test as there: the corpus
-    names the organisation on its own at least twice as often as inside a longer name.
+    names the organisation on its own at least twice as often as inside a longer name. ``suffix``
+    (e.g. 总部) is inserted right after the organisation, outside every entity.
     """
     loc_count: Counter[str] = Counter()
     org_count: Counter[str] = Counter()
@@ -327,12 +360,12 @@ def augment_location_prefixes(
     augmented = []
     for row, target in candidates[:count]:
         place = rng.choice(places)
-        at, shift = target["start"], len(place)
-        text = row["text"][:at] + place + row["text"][at:]
+        at, end, shift = target["start"], target["end"], len(place)
+        text = row["text"][:at] + place + row["text"][at:end] + suffix + row["text"][end:]
         entities = [{"start": at, "end": at + shift, "label": "LOC"}]
         for e in row["entities"]:
-            moved = e["start"] >= at
-            entities.append({"start": e["start"] + shift * moved, "end": e["end"] + shift * moved, "label": e["label"]})
+            moved = shift * (e["start"] >= at) + len(suffix) * (e["start"] >= end)
+            entities.append({"start": e["start"] + moved, "end": e["end"] + moved, "label": e["label"]})
         augmented.append({"text": text, "entities": sorted(entities, key=lambda e: e["start"])})
     return augmented
 
@@ -394,8 +427,21 @@ def ner_examples(
             continue
         tags = char_spans_to_tags(offsets, row.get("entities", []), label_index)
         for start, end in windows(len(ids), size, size // 2):
-            examples.append(Example(ids[start:end], tags[start:end]))
+            examples.append(Example(ids[start:end], clip_bioes(tags[start:end], labels)))
     return examples
+
+
+def clip_bioes(tags: list[int], labels: Sequence[str]) -> list[int]:
+    """A window's BIOES tags with the entities its edges cut clipped to the window (I-/E- at the
+    start → B-/S-, B-/I- at the end → S-/E-), so that every training sequence is a valid path."""
+    index = {label: i for i, label in enumerate(labels)}
+    if tags and labels[tags[0]][:2] in ("I-", "E-"):
+        kind = labels[tags[0]][2:]
+        tags[0] = index[("B-" if labels[tags[0]][0] == "I" else "S-") + kind]
+    if tags and labels[tags[-1]][:2] in ("B-", "I-"):
+        kind = labels[tags[-1]][2:]
+        tags[-1] = index[("S-" if labels[tags[-1]][0] == "B" else "E-") + kind]
+    return tags
 
 
 def sentiment_examples(rows: Sequence[dict], tokenizer: BertChineseTokenizer, *, max_tokens: int) -> list[Example]:

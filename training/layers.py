@@ -12,6 +12,9 @@ feature inside the graph, so the ONNX interface stays the BERT one:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,3 +174,37 @@ def mark_sparse(module: nn.Module) -> None:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class WeightAverage:
+    """Exponential moving average of the parameters of some modules (Polyak averaging).
+
+    ``update()`` after every optimiser step; the decay ramps up as ``min(decay, (1 + t) / (10 + t))``
+    so the first steps do not leave the initial weights in the average. ``swapped()`` puts the
+    averaged weights into the modules for evaluation or export and restores the trained ones after.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], decay: float) -> None:
+        self.params = [p for module in modules for p in module.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = decay
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self.params]
+            for p, s in zip(self.params, self.shadow, strict=True):
+                p.copy_(s)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, t in zip(self.params, trained, strict=True):
+                    p.copy_(t)

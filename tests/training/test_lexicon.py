@@ -183,3 +183,29 @@ def test_ner_with_lexicon_exports_and_does_not_depend_on_the_batch(tmp_path, tok
             alone_ids, alone_mask = encode(tokenizer, [text])
             (alone,) = sess.run(None, {"input_ids": alone_ids, "attention_mask": alone_mask})
             np.testing.assert_allclose(alone[0], batched[row, : alone.shape[1]], atol=1e-4)
+
+
+def test_people_daily_entities_join_surname_and_given_name(tmp_path) -> None:
+    from training.lexicon import people_daily_entities
+
+    corpus = tmp_path / "199801.txt"
+    corpus.write_text(
+        "中共中央/nt  总书记/n  江/nr  泽民/nr  在/p  北京/ns  会见/v  克林顿/nr  。/w\n"
+        "北京/ns  的/u  华盛顿/ns  路/n  ，/w  华盛顿/nr  说/v  ，/w  华盛顿/ns\n",
+        encoding="utf-8",
+    )
+    assert people_daily_entities(corpus) == [
+        ("中共中央", 3, 1),
+        ("克林顿", 1, 1),
+        ("北京", 2, 2),
+        ("华盛顿", 2, 3),  # the most frequent type wins
+        ("江泽民", 1, 1),
+    ]
+
+
+def test_people_daily_sentences_are_the_plain_text_cut_after_full_stops(tmp_path) -> None:
+    from training.lexicon import people_daily_sentences
+
+    corpus = tmp_path / "199801.txt"
+    corpus.write_text("江/nr  泽民/nr  讲话/v  。/w  他/r  说/v  ：/w  好/a  ！/w  完/v\n\n新年/t\n", encoding="utf-8")
+    assert people_daily_sentences(corpus) == ["江泽民讲话。", "他说：好！", "完", "新年"]

@@ -148,3 +148,30 @@ def test_ensemble_graph_int8_matches_numpy_and_is_batch_independent(tmp_path) ->
             alone = tok.encode_batch([text], max_length=512).feeds(["input_ids", "attention_mask"])
             (single,) = sess.run(None, alone)
             np.testing.assert_allclose(single[0], batched[i], atol=1e-5)
+
+
+def test_nb_scale_is_the_log_count_ratio_and_folds_into_the_weights() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    tok = tokenizer()
+    config = L.LinearConfig(vocab_size=tok.vocab_size, buckets={"2": 101, "3": 211}, min_df=1, nb_power=1.0)
+    texts = ["很好很好", "非常好", "好评", "很差很差", "非常差", "差评", "一般"]
+    labels = np.array([1, 1, 1, 0, 0, 0, 1])
+    sequences = [ids for ids, _ in tok.tokenize(texts)]
+    counts = L.bucket_counts(config, sequences)
+    idf = L.fit_idf(config, counts)
+    scale = L.nb_scale(counts, labels, idf, 1.0)
+    # 好 is in 3 of the 4 positive rows and in none of the 3 negative ones: r = log((4/|p|) / (1/|q|)).
+    present = counts.toarray() > 0
+    p = present[labels == 1].sum(0) + 1.0
+    q = present[labels == 0].sum(0) + 1.0
+    good = tok.tokenize(["好"])[0][0][0]
+    assert (p[good], q[good]) == (4, 1)
+    assert scale[good] == pytest.approx(abs(np.log((4 / p.sum()) / (1 / q.sum()))))
+    assert np.all(scale[idf == 0] == 0) and np.all(L.nb_scale(counts, labels, idf, 0.0) == 1.0)
+    # The trained model's logit on plain TF-IDF features equals the regression's on the scaled ones.
+    model, _ = L.train_linear(config, sequences, labels, sequences, labels, cs=[4.0], log=lambda *_: None)
+    x = L.tfidf(counts, idf).toarray()
+    reference = LogisticRegression(C=4.0, solver="liblinear", max_iter=1000).fit(x * scale, labels)
+    np.testing.assert_allclose(model.logits(sequences), reference.decision_function(x * scale), rtol=1e-5, atol=1e-5)
+    assert model.logits(sequences)[0] > 0 > model.logits(sequences)[3]
