@@ -101,6 +101,9 @@ class ModelServerBase(Generic[R]):
         """Serve calls this periodically; raising marks the replica unhealthy and replaces it."""
         over, rss = self.memory.over_budget()
         self._rss_gauge.set(rss)
+        # Re-reported with every check (not only in reconfigure): the dashboard divides one series by
+        # the other per replica, and a budget recorded only once can be missing from a later scrape.
+        self._budget_gauge.set(self.memory.limit_bytes or 0)
         if over:
             raise ReplicaOverMemoryError(
                 f"resident memory {rss >> 20} MiB exceeds the budget of {self.config.memory_limit_mb} MiB"
