@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,6 +262,19 @@ def split_location_prefixed_orgs(
     return result, changed
 
 
+def substring_counts(rows: Sequence[dict], names: Collection[str]) -> Counter[str]:
+    """How often each of ``names`` occurs in the rows' texts (every start position, overlaps counted)."""
+    lengths = sorted({len(name) for name in names})
+    occurrences: Counter[str] = Counter()
+    for row in rows:
+        text = row["text"]
+        for n in lengths:
+            for i in range(len(text) - n + 1):
+                if text[i : i + n] in names:
+                    occurrences[text[i : i + n]] += 1
+    return occurrences
+
+
 def entity_gazetteer(
     rows: Sequence[dict], *, min_count: int = 1, min_ratio: float = 0.5, max_length: int = 8
 ) -> list[tuple[str, int]]:
@@ -277,14 +290,7 @@ def entity_gazetteer(
             name = row["text"][e["start"] : e["end"]]
             if 2 <= len(name) <= max_length and name.strip() == name:
                 counts.setdefault(name, Counter())[e["label"]] += 1
-    lengths = sorted({len(name) for name in counts})
-    occurrences: Counter[str] = Counter()
-    for row in rows:
-        text = row["text"]
-        for n in lengths:
-            for i in range(len(text) - n + 1):
-                if text[i : i + n] in counts:
-                    occurrences[text[i : i + n]] += 1
+    occurrences = substring_counts(rows, counts)
     result = []
     for name in sorted(counts):
         by_label = counts[name]
@@ -307,14 +313,7 @@ def extend_gazetteer(
     labelling it there (a word the training data treats as plain text, whatever the other source says)."""
     known = {name for name, _ in gazetteer}
     candidates = {name: kind for name, kind in extra if name not in known and name.strip() == name}
-    lengths = sorted({len(name) for name in candidates})
-    occurrences: Counter[str] = Counter()
-    for row in rows:
-        text = row["text"]
-        for n in lengths:
-            for i in range(len(text) - n + 1):
-                if text[i : i + n] in candidates:
-                    occurrences[text[i : i + n]] += 1
+    occurrences = substring_counts(rows, candidates)
     kept = [(name, kind) for name, kind in candidates.items() if occurrences[name] <= max_unlabelled]
     return sorted([*gazetteer, *kept])
 
@@ -427,14 +426,15 @@ def ner_examples(
             continue
         tags = char_spans_to_tags(offsets, row.get("entities", []), label_index)
         for start, end in windows(len(ids), size, size // 2):
-            examples.append(Example(ids[start:end], clip_bioes(tags[start:end], labels)))
+            examples.append(Example(ids[start:end], clip_bioes(tags[start:end], labels, label_index)))
     return examples
 
 
-def clip_bioes(tags: list[int], labels: Sequence[str]) -> list[int]:
+def clip_bioes(tags: list[int], labels: Sequence[str], index: dict[str, int] | None = None) -> list[int]:
     """A window's BIOES tags with the entities its edges cut clipped to the window (I-/E- at the
-    start → B-/S-, B-/I- at the end → S-/E-), so that every training sequence is a valid path."""
-    index = {label: i for i, label in enumerate(labels)}
+    start → B-/S-, B-/I- at the end → S-/E-), so that every training sequence is a valid path.
+    ``index`` is label → id (built from ``labels`` when not given)."""
+    index = index if index is not None else {label: i for i, label in enumerate(labels)}
     if tags and labels[tags[0]][:2] in ("I-", "E-"):
         kind = labels[tags[0]][2:]
         tags[0] = index[("B-" if labels[tags[0]][0] == "I" else "S-") + kind]

@@ -266,10 +266,12 @@ def fit_ner(
             progress.set_postfix(loss=f"{running:.3f}", refresh=False)
         with average.swapped() if average is not None else contextlib.nullcontext():
             dev_f1 = {name: ner_torch_dev_f1(net, crf, ex, tokenizer, labels) for name, ex in dev_examples.items()}
-            state = (
-                {k: v.clone() for k, v in net.state_dict().items()},
-                {k: v.clone() for k, v in crf.state_dict().items()},
-            )
+            improved = sum(dev_f1.values()) > best_f1
+            if improved:  # the weights evaluated (averaged ones with --ner-average)
+                best_f1 = sum(dev_f1.values())
+                net_state = {k: v.clone() for k, v in net.state_dict().items()}
+                crf_state = {k: v.clone() for k, v in crf.state_dict().items()}
+                best_state = (net_state, crf_state)
         history.append({"epoch": epoch, "train_loss": round(running, 4), **{k: round(v, 4) for k, v in dev_f1.items()}})
         log.info(
             "NER %s epoch %d: loss %.3f dev token-span F1 %s (%.0f s)",
@@ -279,11 +281,9 @@ def fit_ner(
             dev_f1,
             time.time() - started,
         )
-        selection = sum(dev_f1.values())
-        if selection > best_f1:
-            best_f1, best_state = selection, state
+        if improved:
             torch.save(
-                {"net": best_state[0], "crf": best_state[1], "config": config.to_dict()},
+                {"net": net_state, "crf": crf_state, "config": config.to_dict()},
                 run_dir / ("ner_best.pt" if stage == "final" else f"ner_{stage}_best.pt"),
             )
     assert best_state is not None
