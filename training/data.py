@@ -467,6 +467,14 @@ def pad_batch(sequences: Sequence[Sequence[int]], tokenizer: BertChineseTokenize
     return input_ids, mask
 
 
+def pad_arrays(arrays: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """[n, d] arrays stacked into one float32 [batch, length, d], zero past each array's rows."""
+    out = np.zeros((len(arrays), length, arrays[0].shape[1]), dtype=np.float32)
+    for row, array in enumerate(arrays):
+        out[row, : len(array)] = array
+    return out
+
+
 def length_batches(
     lengths: Sequence[int], *, max_tokens: int, max_batch: int, rng: random.Random | None
 ) -> list[list[int]]:

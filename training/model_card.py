@@ -150,6 +150,30 @@ def write_model_card(
     for row in report["history"]:
         lines.append("| " + " | ".join(str(v) for v in row.values()) + " |")
     lines += ["", "(per-epoch dev numbers are from torch: token-span F1 for NER, accuracy for sentiment)", ""]
+    distillation = report.get("distillation")
+    if distillation:
+        lines += [
+            "### Distillation",
+            "",
+            f"The shipped network is a student of {distillation['teachers']} teachers: the same recipe trained "
+            f"with seeds {', '.join(str(s) for s in distillation['teacher_seeds']) or '(reused)'}"
+            + (f" and the earlier runs {', '.join(distillation['reused'])}" if distillation["reused"] else "")
+            + ". Its loss is the CRF's negative log-likelihood of the gold tags plus "
+            f"{distillation['weight']:g} × the squared error between its emissions and the teachers' mean emissions "
+            "(each centred over the tags, averaged over the tags, summed over the tokens). The teachers are not "
+            "shipped. Teachers' epochs (torch token-span F1):",
+            "",
+        ]
+        for k, history in enumerate(distillation["teacher_histories"], 1):
+            lines.append(
+                f"- teacher {k}: "
+                + "; ".join(
+                    f"epoch {row['epoch']} "
+                    + " / ".join(f"{v}" for key, v in row.items() if key not in ("epoch", "train_loss"))
+                    for row in history
+                )
+            )
+        lines.append("")
     lines += ["## Dev scores (ONNX Runtime, FP32 vs shipped INT8)", ""]
     for dev_name, variants in report["scores"].items():
         lines.append(f"### {dev_name}")

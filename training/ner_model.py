@@ -153,8 +153,11 @@ class CRF(nn.Module):
         allowed_trans = torch.where(self.trans_penalty < 0, self.trans_penalty, self.transitions)
         return allowed_start, allowed_end, allowed_trans
 
-    def neg_log_likelihood(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean NLL over the batch. ``emissions`` [B, T, K], ``tags`` [B, T], ``mask`` [B, T] bool, left-aligned."""
+    def neg_log_likelihood(
+        self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean NLL over the batch (each sequence's NLL times ``weights`` [B], if given). ``emissions`` [B, T, K],
+        ``tags`` [B, T], ``mask`` [B, T] bool, left-aligned."""
         start, end, trans = self.effective()
         batch, length, _ = emissions.shape
         maskf = mask.to(emissions.dtype)
@@ -172,7 +175,8 @@ class CRF(nn.Module):
             candidate = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0), dim=1) + emissions[:, t]
             alpha = torch.where(mask[:, t : t + 1], candidate, alpha)
         log_z = torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
-        return (log_z - score).mean()
+        nll = log_z - score
+        return (nll if weights is None else nll * weights).mean()
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:

