@@ -158,6 +158,12 @@ def write_model_card(
             f"The shipped network is a student of {distillation['teachers']} teachers: the same recipe trained "
             f"with seeds {', '.join(str(s) for s in distillation['teacher_seeds']) or '(reused)'}"
             + (f" and the earlier runs {', '.join(distillation['reused'])}" if distillation["reused"] else "")
+            + (
+                f", over the training sequences and {distillation['transfer_sequences']:,} untagged "
+                f"`{distillation['transfer_text']}` sequences (soft targets only)"
+                if distillation.get("transfer_sequences")
+                else ""
+            )
             + ". Its loss is the CRF's negative log-likelihood of the gold tags plus "
             f"{distillation['weight']:g} × the squared error between its emissions and the teachers' mean emissions "
             "(each centred over the tags, averaged over the tags, summed over the tokens). The teachers are not "

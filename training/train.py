@@ -168,12 +168,10 @@ def teacher_emissions(nets: Sequence[nn.Module], examples: Sequence[D.Example], 
     batches = D.length_batches([len(e.ids) for e in examples], max_tokens=16000, max_batch=256, rng=None)
     with torch.no_grad():
         for indices in tqdm(batches, desc="teacher emissions", mininterval=30.0, file=sys.stderr):
-            ids, mask, tags, _ = ner_token_batch(examples, indices, tokenizer)
+            ids, mask, tags, tag_mask = ner_token_batch(examples, indices, tokenizer)
             mean = sum(net(ids, mask)[:, 1 : 1 + tags.shape[1]] for net in nets) / len(nets)
             for row, i in enumerate(indices):
-                target = examples[i].target
-                assert isinstance(target, list)
-                out[i] = mean[row, : len(target)].numpy().astype(np.float16)
+                out[i] = mean[row, tag_mask[row]].numpy().astype(np.float16)
     return out
 
 
@@ -374,29 +372,35 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
     }
     log.info("NER: %d training sequences, dev %s", len(train_examples), {k: len(v) for k, v in dev_examples.items()})
 
+    def fit_stage(stage: str, examples: list[D.Example], **options) -> NerFit:  # type: ignore[no-untyped-def]
+        """One :func:`fit_ner` on these corpora, within what is left of the --max-minutes budget."""
+        stage_started = time.time()
+        left = max(args.max_minutes - (stage_started - started) / 60, 1.0) if args.max_minutes > 0 else 0.0
+        return fit_ner(
+            args,
+            vocab_tokens,
+            tokenizer,
+            labels,
+            train_rows,
+            examples,
+            dev_examples,
+            run_dir,
+            stage_started,
+            stage,
+            max_minutes=left,
+            **options,
+        )
+
     distillation = None
     soft_targets, gold_count = None, None
     if args.ner_distill or args.ner_teachers:
         if args.ner_self_train != "off":
             raise ValueError("--ner-distill/--ner-teachers and --ner-self-train are exclusive")
         teacher_nets: list[nn.Module] = [load_ner_teacher(path) for path in args.ner_teachers]
-        teacher_histories = []
+        teacher_seeds, teacher_histories = [], []
         for k in range(len(teacher_nets), len(teacher_nets) + args.ner_distill):
-            left = max(args.max_minutes - (time.time() - started) / 60, 1.0) if args.max_minutes > 0 else 0.0
-            teacher_fit = fit_ner(
-                args,
-                vocab_tokens,
-                tokenizer,
-                labels,
-                train_rows,
-                train_examples,
-                dev_examples,
-                run_dir,
-                time.time(),
-                f"teacher{k + 1}",
-                max_minutes=left,
-                seed=args.seed + 1 + k,
-            )
+            teacher_seeds.append(args.seed + 1 + k)
+            teacher_fit = fit_stage(f"teacher{k + 1}", train_examples, seed=teacher_seeds[-1])
             teacher_nets.append(teacher_fit.net)
             teacher_histories.append(teacher_fit.history)
         if args.ner_distill_text == "people-daily":
@@ -415,7 +419,7 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
         distillation = {
             "teachers": len(teacher_nets),
             "reused": list(args.ner_teachers),
-            "teacher_seeds": [args.seed + 1 + k for k in range(len(args.ner_teachers), len(teacher_nets))],
+            "teacher_seeds": teacher_seeds,
             "teacher_histories": teacher_histories,
             "weight": args.ner_distill_weight,
             "transfer_text": args.ner_distill_text,
@@ -428,45 +432,14 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
             len(soft_targets),
         )
     stage = "teacher" if args.ner_self_train != "off" else "final"
-    final_started = time.time()
-    left = max(args.max_minutes - (final_started - started) / 60, 1.0) if args.max_minutes > 0 else 0.0
-    fit = fit_ner(
-        args,
-        vocab_tokens,
-        tokenizer,
-        labels,
-        train_rows,
-        train_examples,
-        dev_examples,
-        run_dir,
-        final_started,
-        stage,
-        max_minutes=left,
-        soft_targets=soft_targets,
-        gold_count=gold_count,
-    )
+    fit = fit_stage(stage, train_examples, soft_targets=soft_targets, gold_count=gold_count)
     teacher = None
     if args.ner_self_train == "people-daily":
         teacher = fit
         pseudo = pseudo_label_people_daily(teacher, tokenizer, labels, run_dir, args.threads)
         log.info("NER self-training: %d People's Daily sentences labelled by the teacher", len(pseudo))
         student_examples = train_examples + D.ner_examples(pseudo, tokenizer, labels, max_seq_length=NER_MAX_SEQ_LENGTH)
-        seed_everything(args.seed)
-        student_started = time.time()
-        left = max(args.max_minutes - (student_started - started) / 60, 1.0) if args.max_minutes > 0 else 0.0
-        fit = fit_ner(
-            args,
-            vocab_tokens,
-            tokenizer,
-            labels,
-            train_rows,
-            student_examples,
-            dev_examples,
-            run_dir,
-            student_started,
-            "student",
-            max_minutes=left,
-        )
+        fit = fit_stage("student", student_examples)  # fit_ner re-seeds with args.seed
     net, crf, config, history = fit.net, fit.crf, fit.config, fit.history
     embedding_init, lexicon_stats, people_daily_names = fit.embedding_init, fit.lexicon_stats, fit.people_daily_names
     train_seconds = time.time() - started

@@ -11,25 +11,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from deployments.runtime.tokenizer import BertChineseTokenizer  # noqa: E402
+from tests.training.test_models import SMALL  # noqa: E402
 from training import data as D  # noqa: E402
 from training.layers import SplitOptimizer, mark_sparse  # noqa: E402
 from training.ner_model import NerConfig, NerNet  # noqa: E402
 from training.train import centred_squared_error, load_ner_teacher, teacher_emissions  # noqa: E402
 
 VOCAB = Path(__file__).resolve().parents[2] / "models" / "ner" / "vocab.txt"
-TINY = {
-    "char_dim": 16,
-    "bigram_buckets": 101,
-    "bigram_dim": 8,
-    "trigram_buckets": 53,
-    "trigram_dim": 8,
-    "hidden": 24,
-    "dilations": [1, 2],
-    "dropout": 0.0,
-    "lexicon_lengths": [2, 3],
-    "lexicon_buckets": 1009,
-    "lstm_hidden": 8,
-}
+# The small network of test_models, with the lexicon features and a BiLSTM the shipped NER has.
+TINY = {**SMALL, "dilations": [1, 2], "lexicon_lengths": [2, 3], "lexicon_buckets": 1009, "lstm_hidden": 8}
 
 
 def tiny_net(seed: int, vocab_size: int) -> NerNet:
