@@ -165,9 +165,20 @@ def write_model_card(
                 else ""
             )
             + ". Its loss is the CRF's negative log-likelihood of the gold tags plus "
-            f"{distillation['weight']:g} × the squared error between its emissions and the teachers' mean emissions "
-            "(each centred over the tags, averaged over the tags, summed over the tokens). The teachers are not "
-            "shipped. Teachers' epochs (torch token-span F1):",
+            + (
+                f"{distillation['weight']:g} × its cross-entropy from the teachers' path distribution: the uniform "
+                "mixture of each teacher's CRF posterior"
+                + (
+                    f" at temperature {distillation['temperature']:g}"
+                    if distillation.get("temperature", 1.0) != 1.0
+                    else ""
+                )
+                + ", taken exactly through the teachers' tag marginals and tag-pair counts"
+                if distillation.get("loss") == "crf"
+                else f"{distillation['weight']:g} × the squared error between its emissions and the teachers' mean "
+                "emissions (each centred over the tags, averaged over the tags, summed over the tokens)"
+            )
+            + ". The teachers are not shipped. Teachers' epochs (torch token-span F1):",
             "",
         ]
         for k, history in enumerate(distillation["teacher_histories"], 1):

@@ -169,14 +169,51 @@ class CRF(nn.Module):
             score = score + step * maskf[:, t]
         last = mask.sum(1).long() - 1
         score = score + end[tags[rows, last]]
-        # Partition function.
-        alpha = start.unsqueeze(0) + emissions[:, 0]
-        for t in range(1, length):
-            candidate = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0), dim=1) + emissions[:, t]
-            alpha = torch.where(mask[:, t : t + 1], candidate, alpha)
-        log_z = torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
-        nll = log_z - score
+        nll = self._log_partition(emissions, mask, start, end, trans) - score
         return (nll if weights is None else nll * weights).mean()
+
+    def soft_neg_log_likelihood(
+        self, emissions: torch.Tensor, mask: torch.Tensor, marginals: torch.Tensor, pairs: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean cross-entropy over the batch from a target distribution over tag paths to this CRF, given the
+        target's tag marginals ``marginals`` [B, T, K] (zero at pads) and its expected tag-pair counts ``pairs``
+        [B, K, K] (:meth:`posterior`). The path score is linear in its unary and pair terms, so this is exact
+        for any target, a mixture of CRFs included: log Z − E_target[score]."""
+        start, end, trans = self.effective()
+        batch = emissions.shape[0]
+        last = mask.sum(1).long() - 1
+        zero = torch.zeros((), dtype=emissions.dtype)
+        expected = (marginals * emissions * mask.unsqueeze(-1).to(emissions.dtype)).sum((1, 2))
+        expected = expected + (pairs * torch.where(self.trans_penalty < 0, zero, trans)).sum((1, 2))
+        expected = expected + (marginals[:, 0] * torch.where(self.start_penalty < 0, zero, start)).sum(-1)
+        at_end = marginals[torch.arange(batch), last]
+        expected = expected + (at_end * torch.where(self.end_penalty < 0, zero, end)).sum(-1)
+        return (self._log_partition(emissions, mask, start, end, trans) - expected).mean()
+
+    def posterior(
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tag marginals [B, T, K] (zero at pads) and expected tag-pair counts [B, K, K] of each sequence
+        under this CRF with every score divided by ``temperature``: the gradients of log Z."""
+        start, end, trans = (p.detach() / temperature for p in self.effective())
+        with torch.enable_grad():
+            scaled = (emissions.detach() / temperature).requires_grad_()
+            each = trans.expand(emissions.shape[0], -1, -1).clone().requires_grad_()
+            log_z = self._log_partition(scaled, mask, start, end, each)
+            marginals, pairs = torch.autograd.grad(log_z.sum(), [scaled, each], allow_unused=True)
+        return marginals, torch.zeros_like(each) if pairs is None else pairs  # one-token sequences: no pairs
+
+    @staticmethod
+    def _log_partition(
+        emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, end: torch.Tensor, trans: torch.Tensor
+    ) -> torch.Tensor:
+        """log Z [B] by the forward algorithm; ``trans`` [K, K] or per sequence [B, K, K]."""
+        pair = trans if trans.dim() == 3 else trans.unsqueeze(0)
+        alpha = start.unsqueeze(0) + emissions[:, 0]
+        for t in range(1, emissions.shape[1]):
+            candidate = torch.logsumexp(alpha.unsqueeze(2) + pair, dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t : t + 1], candidate, alpha)
+        return torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:

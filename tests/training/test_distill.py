@@ -1,7 +1,9 @@
-"""Ensemble distillation for NER: the emission loss, the teachers' mean emissions, reloading teachers."""
+"""Ensemble distillation for NER: the emission loss, the teachers' mean emissions, the CRF posterior loss
+(checked against every tag path of short sequences), reloading teachers."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,14 @@ from deployments.runtime.tokenizer import BertChineseTokenizer  # noqa: E402
 from tests.training.test_models import SMALL  # noqa: E402
 from training import data as D  # noqa: E402
 from training.layers import SplitOptimizer, mark_sparse  # noqa: E402
-from training.ner_model import NerConfig, NerNet  # noqa: E402
-from training.train import centred_squared_error, load_ner_teacher, teacher_emissions  # noqa: E402
+from training.ner_model import CRF, NerConfig, NerNet  # noqa: E402
+from training.train import (  # noqa: E402
+    centred_squared_error,
+    load_ner_teacher,
+    load_ner_teacher_crf,
+    teacher_emissions,
+    teacher_posteriors,
+)
 
 VOCAB = Path(__file__).resolve().parents[2] / "models" / "ner" / "vocab.txt"
 # The small network of test_models, with the lexicon features and a BiLSTM the shipped NER has.
@@ -109,8 +117,6 @@ def test_a_teacher_reloads_with_its_lexicon_tables(tmp_path, tokenizer) -> None:
 
 
 def test_crf_weights_drop_the_unlabelled_sequences_from_the_likelihood() -> None:
-    from training.ner_model import CRF
-
     torch.manual_seed(0)
     crf = CRF(D.bioes_labels())
     with torch.no_grad():
@@ -124,3 +130,117 @@ def test_crf_weights_drop_the_unlabelled_sequences_from_the_likelihood() -> None
     assert crf.neg_log_likelihood(emissions, tags, mask).item() == pytest.approx(each.mean().item(), rel=1e-5)
     weighted = crf.neg_log_likelihood(emissions, tags, mask, weights=torch.tensor([1.0, 0.0, 1.0]))
     assert weighted.item() == pytest.approx((each[0] + each[2]).item() / 3, rel=1e-5)
+
+
+def random_crf(seed: int) -> CRF:
+    torch.manual_seed(seed)
+    crf = CRF(D.bioes_labels())
+    with torch.no_grad():
+        for parameter in crf.parameters():
+            parameter.normal_()
+    return crf
+
+
+def path_distribution(crf: CRF, emissions: torch.Tensor, temperature: float = 1.0) -> dict[tuple, float]:
+    """Every tag path of one short sequence ([T, K] emissions) with its probability, by enumeration."""
+    start, end, trans = (p.detach().double() for p in crf.effective())
+    em = emissions.double()
+    scores = {}
+    for path in itertools.product(range(em.shape[1]), repeat=em.shape[0]):
+        score = start[path[0]] + end[path[-1]] + sum(em[t, k] for t, k in enumerate(path))
+        score = score + sum(trans[a, b] for a, b in itertools.pairwise(path))
+        scores[path] = float(score) / temperature
+    top = max(scores.values())
+    weights = {path: np.exp(score - top) for path, score in scores.items()}
+    total = sum(weights.values())
+    return {path: w / total for path, w in weights.items() if w / total > 0}
+
+
+def test_crf_posterior_matches_every_path_enumerated() -> None:
+    crf = random_crf(0)
+    emissions = torch.randn(2, 3, 13)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    for temperature in (1.0, 2.5):
+        marginals, pairs = crf.posterior(emissions, mask, temperature)
+        for row, length in enumerate((3, 2)):
+            expected_marginals, expected_pairs = np.zeros((3, 13)), np.zeros((13, 13))
+            for path, p in path_distribution(crf, emissions[row, :length], temperature).items():
+                for t, k in enumerate(path):
+                    expected_marginals[t, k] += p
+                for a, b in itertools.pairwise(path):
+                    expected_pairs[a, b] += p
+            np.testing.assert_allclose(marginals[row].numpy(), expected_marginals, atol=1e-5)
+            np.testing.assert_allclose(pairs[row].numpy(), expected_pairs, atol=1e-5)
+    # A high temperature flattens it to the uniform distribution over the paths BIOES allows.
+    uniform = CRF(D.bioes_labels()).posterior(torch.zeros(2, 3, 13), mask)[0]
+    np.testing.assert_allclose(crf.posterior(emissions, mask, 100.0)[0].numpy(), uniform.numpy(), atol=0.03)
+    assert np.abs((marginals - uniform).numpy()).max() > 0.1  # at temperature 2.5 it is not flat yet
+
+
+def test_soft_likelihood_is_the_cross_entropy_from_a_mixture_of_crfs() -> None:
+    student, teachers = random_crf(1), [random_crf(2), random_crf(3)]
+    emissions = torch.randn(1, 3, 13)
+    teacher_emissions_ = [torch.randn(1, 3, 13), torch.randn(1, 3, 13)]
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    posteriors = [crf.posterior(em, mask) for crf, em in zip(teachers, teacher_emissions_, strict=True)]
+    marginals = (posteriors[0][0] + posteriors[1][0]) / 2
+    pairs = (posteriors[0][1] + posteriors[1][1]) / 2
+    mixture: dict[tuple, float] = {}
+    for crf, em in zip(teachers, teacher_emissions_, strict=True):
+        for path, p in path_distribution(crf, em[0]).items():
+            mixture[path] = mixture.get(path, 0.0) + p / 2
+    own = path_distribution(student, emissions[0])
+    cross_entropy = -sum(p * np.log(own[path]) for path, p in mixture.items())
+    loss = student.soft_neg_log_likelihood(emissions, mask, marginals, pairs)
+    assert loss.item() == pytest.approx(cross_entropy, rel=1e-4)
+    tags = torch.tensor([[1, 3, 0]])  # B-PER E-PER O: a one-hot target is the gold likelihood
+    one_hot = torch.nn.functional.one_hot(tags, 13).float()
+    gold_pairs = torch.zeros(1, 13, 13)
+    gold_pairs[0, 1, 3] = gold_pairs[0, 3, 0] = 1.0
+    assert student.soft_neg_log_likelihood(emissions, mask, one_hot, gold_pairs).item() == pytest.approx(
+        student.neg_log_likelihood(emissions, tags, mask).item(), rel=1e-5
+    )
+
+
+def test_soft_likelihood_trains_a_student_crf_towards_its_teacher() -> None:
+    teacher, student = random_crf(4), CRF(D.bioes_labels())
+    target_emissions = torch.randn(4, 6, 13)
+    mask = torch.tensor([[True] * 6, [True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4])
+    marginals, pairs = teacher.posterior(target_emissions, mask)
+    emissions = torch.zeros(4, 6, 13, requires_grad=True)
+    optimizer = torch.optim.Adam([emissions, *student.parameters()], lr=0.1)
+    first = None
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = student.soft_neg_log_likelihood(emissions, mask, marginals, pairs)
+        first = loss.item() if first is None else first
+        loss.backward()
+        optimizer.step()
+    reached = student.posterior(emissions, mask)[0]
+    assert np.abs((reached - marginals).numpy()).max() < 0.05 and loss.item() < first
+
+
+def test_teacher_posteriors_are_the_mixture_over_each_texts_real_tokens(tmp_path, tokenizer) -> None:
+    nets = [tiny_net(1, tokenizer.vocab_size), tiny_net(2, tokenizer.vocab_size)]
+    crfs = [random_crf(5), random_crf(6)]
+    path = tmp_path / "ner_teacher1_best.pt"
+    torch.save({"net": nets[0].state_dict(), "crf": crfs[0].state_dict(), "config": nets[0].config.to_dict()}, path)
+    reloaded = load_ner_teacher_crf(str(path), D.bioes_labels())
+    torch.testing.assert_close(reloaded.effective(), crfs[0].effective())
+    batch = examples(tokenizer)
+    marginals, pairs = teacher_posteriors(list(zip(nets, crfs, strict=True)), batch, tokenizer)
+    assert pairs.shape == (3, 13, 13)
+    for i, example in enumerate(batch):
+        n = len(example.ids)
+        assert marginals[i].dtype == np.float16 and marginals[i].shape == (n, 13)
+        np.testing.assert_allclose(marginals[i].astype(np.float32).sum(-1), 1.0, atol=5e-3)
+        assert pairs[i].sum() == pytest.approx(n - 1, rel=1e-4)
+        ids, mask = (torch.from_numpy(a) for a in D.pad_batch([example.ids], tokenizer))
+        alone_marginals, alone_pairs = 0.0, 0.0
+        for net, crf in zip(nets, crfs, strict=True):  # each text alone, each teacher alone
+            with torch.no_grad():
+                em = net(ids, mask)[:, 1 : 1 + n]
+            m, p = crf.posterior(em, torch.ones(1, n, dtype=torch.bool))
+            alone_marginals, alone_pairs = alone_marginals + m[0] / 2, alone_pairs + p[0] / 2
+        np.testing.assert_allclose(marginals[i].astype(np.float32), alone_marginals.numpy(), atol=2e-3)
+        np.testing.assert_allclose(pairs[i], alone_pairs.numpy(), atol=1e-4)
