@@ -114,20 +114,65 @@ class GatedConvBlock(nn.Module):
         return self.norm(x + self.dropout(value * torch.sigmoid(gate))) * mask
 
 
-class ConvEncoder(nn.Module):
-    """Embedding → Linear to ``hidden`` → a stack of :class:`GatedConvBlock`; output zero at pads."""
+class SelfAttentionBlock(nn.Module):
+    """Residual multi-head self-attention over the real positions, then a feed-forward layer (post-LN).
 
-    def __init__(self, embedding: CharNgramEmbedding, *, hidden: int, dilations: list[int], dropout: float) -> None:
+    Written with Linear / MatMul / Softmax only so it exports to plain ONNX ops. No position embedding:
+    it sits on top of the convolutions, whose features already encode the local order. Pads are never
+    attended to and are zeroed on the way out.
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden {hidden} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
+        self.norm2 = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # [batch, time, hidden] → [batch, heads, time, head_dim] for q, k and v.
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        scores = q @ k.transpose(-1, -2) / float(q.shape[-1]) ** 0.5
+        scores = scores + (1.0 - mask.transpose(1, 2).unsqueeze(1)) * -1e4  # keys at pads
+        attended = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).flatten(2)
+        x = self.norm1(x + self.dropout(self.out(attended)))
+        return self.norm2(x + self.dropout(self.ff(x))) * mask
+
+
+class ConvEncoder(nn.Module):
+    """Embedding → Linear to ``hidden`` → a stack of :class:`GatedConvBlock` → optional
+    :class:`SelfAttentionBlock` layers; output zero at pads."""
+
+    def __init__(
+        self,
+        embedding: CharNgramEmbedding,
+        *,
+        hidden: int,
+        dilations: list[int],
+        dropout: float,
+        attention_layers: int = 0,
+        attention_heads: int = 4,
+    ) -> None:
         super().__init__()
         self.embedding = embedding
         self.input = nn.Linear(embedding.output_dim, hidden)
         self.blocks = nn.ModuleList(GatedConvBlock(hidden, d, dropout) for d in dilations)
+        self.attention = nn.ModuleList(
+            SelfAttentionBlock(hidden, attention_heads, dropout) for _ in range(attention_layers)
+        )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.unsqueeze(-1).to(torch.float32)
         x = self.input(self.embedding(input_ids)) * mask
         for block in self.blocks:
             x = block(x, mask)
+        for layer in self.attention:
+            x = layer(x, mask)
         return x
 
 

@@ -25,6 +25,8 @@ class SentimentConfig:
     trigram_dim: int = 32
     hidden: int = 128
     dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    attention_layers: int = 0  # self-attention layers on top of the convolutions
+    attention_heads: int = 4
     dropout: float = 0.2
     ngram_dropout: float = 0.0  # drop whole hashed n-gram vectors (per position) in training
     fasttext_dim: int = 0  # 0: no fastText branch
@@ -90,7 +92,14 @@ class SentimentNet(nn.Module):
             dropout=config.dropout,
             ngram_dropout=config.ngram_dropout,
         )
-        self.encoder = ConvEncoder(embedding, hidden=config.hidden, dilations=config.dilations, dropout=config.dropout)
+        self.encoder = ConvEncoder(
+            embedding,
+            hidden=config.hidden,
+            dilations=config.dilations,
+            dropout=config.dropout,
+            attention_layers=config.attention_layers,
+            attention_heads=config.attention_heads,
+        )
         self.attention = nn.Linear(config.hidden, 1)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(3 * config.hidden, config.num_labels)

@@ -35,6 +35,7 @@ from deployments.runtime.tokenizer import BertChineseTokenizer
 from training import data as D
 from training.layers import SplitOptimizer, WeightAverage, count_parameters, mark_sparse
 from training.metrics import Span, entity_scores, sentiment_scores
+from training.mlm import MaskedCharLM, mask_tokens
 from training.model_card import write_model_card
 from training.ner_model import CRF, NerConfig, NerNet
 from training.onnx_io import export_onnx, quantize_int8, run_texts, session
@@ -703,6 +704,83 @@ def sentiment_ensemble(
     return ensemble.eval(), report
 
 
+def pretrain_sentiment_encoder(
+    args: argparse.Namespace, net: SentimentNet, tokenizer: BertChineseTokenizer, texts: Sequence[str], run_dir: Path
+) -> dict:
+    """Masked-character pretraining of ``net.encoder`` on unlabelled ``texts`` (:mod:`training.mlm`), in place."""
+    started = time.time()
+    rows = [ids[: args.sentiment_train_tokens] for ids, _ in tokenizer.tokenize(list(texts)) if ids]
+    lengths = [len(r) for r in rows]
+    model = MaskedCharLM(net.encoder, net.config.hidden, net.config.vocab_size)
+    mark_sparse(model)
+    optimizer = SplitOptimizer([(list(model.parameters()), args.sentiment_pretrain_lr)])
+    dense = [p for p in model.parameters() if not getattr(p, "_zh_sparse", False)]
+    batch_rng = random.Random(args.seed + 1)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    special = {tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.unk_id}
+    mask_id = tokenizer.vocab["[MASK]"]
+    steps_per_epoch = len(D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=None))
+    schedulers = linear_schedule(optimizer, steps_per_epoch * args.sentiment_pretrain_epochs, warmup=500)
+    history = []
+    model.train()
+    for epoch in range(1, args.sentiment_pretrain_epochs + 1):
+        batches = D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=batch_rng)
+        progress = tqdm(
+            batches,
+            desc=f"sentiment pretraining epoch {epoch}/{args.sentiment_pretrain_epochs}",
+            mininterval=args.progress_interval,
+            file=sys.stderr,
+        )
+        running_loss = running_accuracy = 0.0
+        for step, indices in enumerate(progress, 1):
+            ids, mask = (torch.from_numpy(a) for a in D.pad_batch([rows[i] for i in indices], tokenizer))
+            corrupted, chosen = mask_tokens(
+                ids, mask, mask_id=mask_id, special_ids=special, vocab_size=net.config.vocab_size, generator=generator
+            )
+            loss, accuracy = model.loss(corrupted, mask, ids, chosen)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(dense, 5.0)
+            optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
+            if step == 1:
+                running_loss, running_accuracy = loss.item(), accuracy.item()
+            else:
+                running_loss = 0.98 * running_loss + 0.02 * loss.item()
+                running_accuracy = 0.98 * running_accuracy + 0.02 * accuracy.item()
+            progress.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_accuracy:.3f}", refresh=False)
+        history.append({"epoch": epoch, "loss": round(running_loss, 4), "masked_accuracy": round(running_accuracy, 4)})
+        log.info(
+            "sentiment pretraining epoch %d: masked-token loss %.3f, accuracy %.3f (%.0f s)",
+            epoch,
+            running_loss,
+            running_accuracy,
+            time.time() - started,
+        )
+    report = {
+        "texts": len(rows),
+        "tokens": sum(lengths),
+        "epochs": args.sentiment_pretrain_epochs,
+        "history": history,
+        "seconds": round(time.time() - started, 1),
+    }
+    torch.save(
+        {"encoder": net.encoder.state_dict(), "config": net.config.to_dict(), "report": report},
+        run_dir / "sentiment_pretrained.pt",
+    )
+    return report
+
+
+def pretraining_texts(args: argparse.Namespace, train_rows: Sequence[dict]) -> list[str]:
+    """The unlabelled text for pretraining: the sentiment training rows (never a dev or validation row),
+    plus the NER training sentences with ``--sentiment-pretrain-text all``."""
+    texts = [r["text"] for r in train_rows]
+    if args.sentiment_pretrain_text == "all":
+        texts += [r["text"] for r in D.load_ner_corpora(args.data, seed=split_seed(args)).train]
+    return texts
+
+
 def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: Path) -> dict:
     started = time.time()
     seed_everything(args.seed)
@@ -733,6 +811,18 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     net = SentimentNet(config)
     embedding_init = init_char_embedding(net, vocab_tokens, args.init_embeddings)
     mark_sparse(net)
+    pretraining = None
+    if args.sentiment_pretrained:
+        saved = torch.load(args.sentiment_pretrained)
+        if saved["config"] != config.to_dict():
+            raise ValueError(f"{args.sentiment_pretrained} was pretrained with another SentimentConfig")
+        net.encoder.load_state_dict(saved["encoder"])
+        pretraining = {**saved["report"], "reused": args.sentiment_pretrained}
+        log.info("sentiment: pretrained encoder from %s", args.sentiment_pretrained)
+    elif args.sentiment_pretrain_epochs > 0 and not args.sentiment_resume:
+        texts = pretraining_texts(args, train_rows)
+        log.info("sentiment: masked-character pretraining on %d unlabelled texts", len(texts))
+        pretraining = pretrain_sentiment_encoder(args, net, tokenizer, texts, run_dir)
     fasttext_params = list(net.fasttext.parameters()) if net.fasttext is not None else []
     fasttext_ids = {id(p) for p in fasttext_params}
     groups = [([p for p in net.parameters() if id(p) not in fasttext_ids], args.lr)]
@@ -868,6 +958,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
         "train_rows": len(train_rows),
         "validation_rows": len(validation_rows),
         "linear": linear_report,
+        "pretraining": pretraining,
         "resumed_from": args.sentiment_resume or None,
         "train_max_tokens": args.sentiment_train_tokens,
         "epochs": sum(isinstance(row["epoch"], int) for row in history),
@@ -917,6 +1008,11 @@ def describe_architecture(task: str, config: NerConfig | SentimentConfig) -> str
             encoder += f" → BiLSTM ({config.lstm_hidden} per direction, over real tokens only)"
         return f"{ngrams} → {encoder} → linear emissions; BIOES CRF (crf.npz)"
     assert isinstance(config, SentimentConfig)
+    if config.attention_layers:
+        encoder += (
+            f" → {config.attention_layers} self-attention layers ({config.attention_heads} heads, "
+            f"feed-forward {4 * config.hidden}, post-LN, no position embedding)"
+        )
     text = f"{ngrams} → {encoder} → max + mean + attention pooling → linear logits"
     if config.ngram_dropout:
         text += f"; training drops whole n-gram vectors with p={config.ngram_dropout}"
@@ -1018,6 +1114,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sentiment-resume", default="", help="a sentiment_best.pt of an earlier run: reuse its CNN, run no epochs"
+    )
+    parser.add_argument(
+        "--sentiment-pretrain-epochs",
+        type=int,
+        default=0,
+        help="epochs of masked-character pretraining of the sentiment encoder on unlabelled text (0: none)",
+    )
+    parser.add_argument(
+        "--sentiment-pretrain-text",
+        choices=["reviews", "all"],
+        default="all",
+        help="pretraining text: the sentiment training rows, or those plus the NER training sentences",
+    )
+    parser.add_argument("--sentiment-pretrain-lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--sentiment-pretrained", default="", help="a sentiment_pretrained.pt of an earlier run: reuse its encoder"
     )
     parser.add_argument(
         "--fasttext-lr-scale", type=float, default=1.0, help="learning-rate multiplier of the fastText branch"

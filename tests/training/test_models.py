@@ -44,10 +44,18 @@ def networks() -> list[tuple[torch.nn.Module, str]]:
             vocab_size=40, dilations=[1, 2], fasttext_dim=8, ngram_dropout=0.1, fasttext_dropout=0.2, **SMALL
         )
     )
-    return [(ner.eval(), "emissions"), (sentiment.eval(), "logits"), (with_fasttext.eval(), "logits")]
+    with_attention = SentimentNet(
+        SentimentConfig(vocab_size=40, dilations=[1, 2], attention_layers=2, attention_heads=4, **SMALL)
+    )
+    return [
+        (ner.eval(), "emissions"),
+        (sentiment.eval(), "logits"),
+        (with_fasttext.eval(), "logits"),
+        (with_attention.eval(), "logits"),
+    ]
 
 
-@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_onnx_fp32_output_does_not_depend_on_the_batch(tmp_path, index: int) -> None:
     net, output = networks()[index]
     path = tmp_path / "model.onnx"
