@@ -814,7 +814,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     pretraining = None
     if args.sentiment_pretrained:
         saved = torch.load(args.sentiment_pretrained)
-        if saved["config"] != config.to_dict():
+        if SentimentConfig(**saved["config"]).to_dict() != config.to_dict():
             raise ValueError(f"{args.sentiment_pretrained} was pretrained with another SentimentConfig")
         net.encoder.load_state_dict(saved["encoder"])
         pretraining = {**saved["report"], "reused": args.sentiment_pretrained}
@@ -841,7 +841,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     if args.sentiment_resume:
         # Reuse the CNN of an earlier run of this recipe (its sentiment_best.pt): no epochs are run.
         resumed = torch.load(args.sentiment_resume)
-        if resumed["config"] != config.to_dict():
+        if SentimentConfig(**resumed["config"]).to_dict() != config.to_dict():  # fields added since: defaults
             raise ValueError(f"{args.sentiment_resume} was trained with another SentimentConfig")
         best_state, history = resumed["net"], list(resumed["history"])
         log.info("sentiment: CNN weights from %s, no epochs run", args.sentiment_resume)
