@@ -19,40 +19,41 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mask_tokens(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    *,
-    mask_id: int,
-    special_ids: Collection[int],
-    vocab_size: int,
-    generator: torch.Generator,
-    rate: float = 0.15,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(corrupted ids, chosen)``: ``chosen`` marks the positions whose original id is to be predicted.
+class TokenMasker:
+    """The masking rule over one vocabulary: ``masker(input_ids, attention_mask, generator)`` →
+    ``(corrupted ids, chosen)``; ``chosen`` marks the positions whose original id is to be predicted.
 
     Every row with a real token gets at least one chosen position. Random replacements are drawn from
-    the ordinary tokens only (never a special one).
+    the ordinary tokens only (never a special one nor [MASK]), a table built once here.
     """
-    eligible = attention_mask.bool().clone()
-    for special in special_ids:
-        eligible &= input_ids != special
-    draw = torch.rand(input_ids.shape, generator=generator)
-    chosen = eligible & (draw < rate)
-    # A row whose draw chose nothing predicts its eligible position with the smallest draw.
-    empty = eligible.any(dim=1) & ~chosen.any(dim=1)
-    if bool(empty.any()):
-        fallback = torch.where(eligible, draw, torch.full_like(draw, 2.0)).argmin(dim=1)
-        rows = torch.nonzero(empty).squeeze(1)
-        chosen[rows, fallback[rows]] = True
-    action = torch.rand(input_ids.shape, generator=generator)
-    corrupted = input_ids.clone()
-    corrupted[chosen & (action < 0.8)] = mask_id
-    ordinary = torch.tensor(sorted(set(range(vocab_size)) - set(special_ids) - {mask_id}), dtype=input_ids.dtype)
-    randomise = chosen & (action >= 0.8) & (action < 0.9)
-    picks = torch.randint(len(ordinary), (int(randomise.sum()),), generator=generator)
-    corrupted[randomise] = ordinary[picks]
-    return corrupted, chosen
+
+    def __init__(self, *, mask_id: int, special_ids: Collection[int], vocab_size: int, rate: float = 0.15) -> None:
+        self.mask_id = mask_id
+        self.special_ids = tuple(special_ids)
+        self.rate = rate
+        self.ordinary = torch.tensor(sorted(set(range(vocab_size)) - set(special_ids) - {mask_id}), dtype=torch.int64)
+
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        eligible = attention_mask.bool().clone()
+        for special in self.special_ids:
+            eligible &= input_ids != special
+        draw = torch.rand(input_ids.shape, generator=generator)
+        chosen = eligible & (draw < self.rate)
+        # A row whose draw chose nothing predicts its eligible position with the smallest draw.
+        empty = eligible.any(dim=1) & ~chosen.any(dim=1)
+        if bool(empty.any()):
+            fallback = torch.where(eligible, draw, torch.full_like(draw, 2.0)).argmin(dim=1)
+            rows = torch.nonzero(empty).squeeze(1)
+            chosen[rows, fallback[rows]] = True
+        action = torch.rand(input_ids.shape, generator=generator)
+        corrupted = input_ids.clone()
+        corrupted[chosen & (action < 0.8)] = self.mask_id
+        randomise = chosen & (action >= 0.8) & (action < 0.9)
+        picks = torch.randint(len(self.ordinary), (int(randomise.sum()),), generator=generator)
+        corrupted[randomise] = self.ordinary[picks].to(input_ids.dtype)
+        return corrupted, chosen
 
 
 class MaskedCharLM(nn.Module):

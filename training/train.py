@@ -35,7 +35,7 @@ from deployments.runtime.tokenizer import BertChineseTokenizer
 from training import data as D
 from training.layers import SplitOptimizer, WeightAverage, count_parameters, mark_sparse
 from training.metrics import Span, entity_scores, sentiment_scores
-from training.mlm import MaskedCharLM, mask_tokens
+from training.mlm import MaskedCharLM, TokenMasker
 from training.model_card import write_model_card
 from training.ner_model import CRF, NerConfig, NerNet
 from training.onnx_io import export_onnx, quantize_int8, run_texts, session
@@ -91,6 +91,21 @@ def linear_schedule(optimizer: SplitOptimizer, total_steps: int, warmup: int) ->
         return max(0.05, 1.0 - (step - warmup) / max(1, total_steps - warmup))
 
     return optimizer.schedulers(factor)
+
+
+def optimizer_step(optimizer: SplitOptimizer, schedulers: list, loss: torch.Tensor, dense: list[nn.Parameter]) -> None:
+    """Backpropagate ``loss``, clip the dense gradients' norm to 5, step the optimiser and its schedules."""
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(dense, 5.0)
+    optimizer.step()
+    for scheduler in schedulers:
+        scheduler.step()
+
+
+def running_mean(previous: float, value: float, step: int) -> float:
+    """The progress line's smoothed figure: ``value`` at step 1, then an exponential mean (0.98)."""
+    return 0.98 * previous + 0.02 * value if step > 1 else value
 
 
 def truncate_to_tokens(tokenizer: BertChineseTokenizer, text: str, max_tokens: int) -> str:
@@ -349,15 +364,10 @@ def fit_ner(
                     pairs = torch.from_numpy(soft_pairs[indices])
                     soft = crf.soft_neg_log_likelihood(emissions, tag_mask, target, pairs)
                 loss = loss + args.ner_distill_weight * soft
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(dense, 5.0)
-            optimizer.step()
-            for scheduler in schedulers:
-                scheduler.step()
+            optimizer_step(optimizer, schedulers, loss, dense)
             if average is not None:
                 average.update()
-            running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+            running = running_mean(running, loss.item(), step)
             progress.set_postfix(loss=f"{running:.3f}", refresh=False)
         with average.swapped() if average is not None else contextlib.nullcontext():
             dev_f1 = {name: ner_torch_dev_f1(net, crf, ex, tokenizer, labels) for name, ex in dev_examples.items()}
@@ -717,8 +727,11 @@ def pretrain_sentiment_encoder(
     dense = [p for p in model.parameters() if not getattr(p, "_zh_sparse", False)]
     batch_rng = random.Random(args.seed + 1)
     generator = torch.Generator().manual_seed(args.seed + 1)
-    special = {tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.unk_id}
-    mask_id = tokenizer.vocab["[MASK]"]
+    masker = TokenMasker(
+        mask_id=tokenizer.vocab["[MASK]"],
+        special_ids={tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.unk_id},
+        vocab_size=net.config.vocab_size,
+    )
     steps_per_epoch = len(D.length_batches(lengths, max_tokens=args.batch_tokens, max_batch=128, rng=None))
     schedulers = linear_schedule(optimizer, steps_per_epoch * args.sentiment_pretrain_epochs, warmup=500)
     history = []
@@ -734,21 +747,11 @@ def pretrain_sentiment_encoder(
         running_loss = running_accuracy = 0.0
         for step, indices in enumerate(progress, 1):
             ids, mask = (torch.from_numpy(a) for a in D.pad_batch([rows[i] for i in indices], tokenizer))
-            corrupted, chosen = mask_tokens(
-                ids, mask, mask_id=mask_id, special_ids=special, vocab_size=net.config.vocab_size, generator=generator
-            )
+            corrupted, chosen = masker(ids, mask, generator)
             loss, accuracy = model.loss(corrupted, mask, ids, chosen)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(dense, 5.0)
-            optimizer.step()
-            for scheduler in schedulers:
-                scheduler.step()
-            if step == 1:
-                running_loss, running_accuracy = loss.item(), accuracy.item()
-            else:
-                running_loss = 0.98 * running_loss + 0.02 * loss.item()
-                running_accuracy = 0.98 * running_accuracy + 0.02 * accuracy.item()
+            optimizer_step(optimizer, schedulers, loss, dense)
+            running_loss = running_mean(running_loss, loss.item(), step)
+            running_accuracy = running_mean(running_accuracy, accuracy.item(), step)
             progress.set_postfix(loss=f"{running_loss:.3f}", acc=f"{running_accuracy:.3f}", refresh=False)
         history.append({"epoch": epoch, "loss": round(running_loss, 4), "masked_accuracy": round(running_accuracy, 4)})
         log.info(
@@ -770,6 +773,15 @@ def pretrain_sentiment_encoder(
         run_dir / "sentiment_pretrained.pt",
     )
     return report
+
+
+def load_sentiment_checkpoint(path: str, config: SentimentConfig) -> dict:
+    """A ``sentiment_best.pt`` / ``sentiment_pretrained.pt`` of an earlier run, checked to match ``config``
+    (fields added to :class:`SentimentConfig` since it was saved take their defaults)."""
+    saved = torch.load(path)
+    if SentimentConfig(**saved["config"]).to_dict() != config.to_dict():
+        raise ValueError(f"{path} was trained with another SentimentConfig")
+    return saved
 
 
 def pretraining_texts(args: argparse.Namespace, train_rows: Sequence[dict]) -> list[str]:
@@ -813,9 +825,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     mark_sparse(net)
     pretraining = None
     if args.sentiment_pretrained:
-        saved = torch.load(args.sentiment_pretrained)
-        if SentimentConfig(**saved["config"]).to_dict() != config.to_dict():
-            raise ValueError(f"{args.sentiment_pretrained} was pretrained with another SentimentConfig")
+        saved = load_sentiment_checkpoint(args.sentiment_pretrained, config)
         net.encoder.load_state_dict(saved["encoder"])
         pretraining = {**saved["report"], "reused": args.sentiment_pretrained}
         log.info("sentiment: pretrained encoder from %s", args.sentiment_pretrained)
@@ -840,9 +850,7 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
     resumed = None
     if args.sentiment_resume:
         # Reuse the CNN of an earlier run of this recipe (its sentiment_best.pt): no epochs are run.
-        resumed = torch.load(args.sentiment_resume)
-        if SentimentConfig(**resumed["config"]).to_dict() != config.to_dict():  # fields added since: defaults
-            raise ValueError(f"{args.sentiment_resume} was trained with another SentimentConfig")
+        resumed = load_sentiment_checkpoint(args.sentiment_resume, config)
         best_state, history = resumed["net"], list(resumed["history"])
         log.info("sentiment: CNN weights from %s, no epochs run", args.sentiment_resume)
     for epoch in range(1, (0 if resumed else args.sentiment_epochs) + 1):
@@ -861,13 +869,8 @@ def train_sentiment(args: argparse.Namespace, vocab_tokens: list[str], run_dir: 
         for step, indices in enumerate(progress, 1):
             ids, mask, targets = sentiment_batch(train_examples, indices, tokenizer)
             loss = net.training_losses(ids, mask, targets, loss_fn)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(dense, 5.0)
-            optimizer.step()
-            for scheduler in schedulers:
-                scheduler.step()
-            running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+            optimizer_step(optimizer, schedulers, loss, dense)
+            running = running_mean(running, loss.item(), step)
             progress.set_postfix(loss=f"{running:.3f}", refresh=False)
         accuracy = {name: sentiment_torch_dev_accuracy(net, ex, tokenizer) for name, ex in dev_examples.items()}
         history.append(

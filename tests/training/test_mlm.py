@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from deployments.runtime.tokenizer import BertChineseTokenizer  # noqa: E402
-from training.mlm import MaskedCharLM, mask_tokens  # noqa: E402
+from training.mlm import MaskedCharLM, TokenMasker  # noqa: E402
 from training.sentiment_model import SentimentConfig, SentimentNet  # noqa: E402
 from training.train import pretrain_sentiment_encoder  # noqa: E402
 
@@ -41,12 +41,13 @@ def batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def test_mask_tokens_chooses_real_tokens_and_corrupts_them_80_10_10() -> None:
+def test_the_masker_chooses_real_tokens_and_corrupts_them_80_10_10() -> None:
     g = torch.Generator().manual_seed(0)
     rows = [torch.randint(5, 60, (int(n),), generator=g).tolist() for n in torch.randint(1, 120, (400,), generator=g)]
     rows[0] = [7]  # one real token: it must still be chosen
     ids, mask = batch(rows)
-    corrupted, chosen = mask_tokens(ids, mask, mask_id=MASK, special_ids=SPECIAL, vocab_size=60, generator=g)
+    masker = TokenMasker(mask_id=MASK, special_ids=SPECIAL, vocab_size=60)
+    corrupted, chosen = masker(ids, mask, g)
 
     real = mask.bool() & (ids != CLS) & (ids != SEP)
     assert not (chosen & ~real).any(), "a special or pad position was chosen"
@@ -74,10 +75,11 @@ def train_lm(rows_fn, steps: int) -> float:
         if isinstance(module, torch.nn.Embedding):
             module.sparse = False
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    masker = TokenMasker(mask_id=MASK, special_ids=SPECIAL, vocab_size=40)
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
         ids, mask = batch(rows_fn(g))
-        corrupted, chosen = mask_tokens(ids, mask, mask_id=MASK, special_ids=SPECIAL, vocab_size=40, generator=g)
+        corrupted, chosen = masker(ids, mask, g)
         loss, _ = model.loss(corrupted, mask, ids, chosen)
         optimizer.zero_grad()
         loss.backward()
@@ -85,7 +87,7 @@ def train_lm(rows_fn, steps: int) -> float:
     model.eval()
     with torch.no_grad():
         ids, mask = batch(rows_fn(g))
-        corrupted, chosen = mask_tokens(ids, mask, mask_id=MASK, special_ids=SPECIAL, vocab_size=40, generator=g)
+        corrupted, chosen = masker(ids, mask, g)
         # Only the [MASK]ed positions: at the 10 % kept ones the answer is in the input.
         hidden = model.encoder(corrupted, mask)[corrupted == MASK]
         return (model.head(hidden).argmax(-1) == ids[corrupted == MASK]).float().mean().item()
