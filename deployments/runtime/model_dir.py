@@ -25,10 +25,24 @@ class ModelDirError(ValueError):
 
 
 class TokenizerSpec(BaseModel):
+    """How the model's text becomes token ids (see docs/model-directory.md)."""
+
     model_config = ConfigDict(extra="forbid")
 
+    type: Literal["wordpiece", "tokenizers-json"] = "wordpiece"
+    # wordpiece: BERT-Chinese over a vocab.txt
     vocab: str = "vocab.txt"
     lowercase: bool = True
+    # tokenizers-json: a Hugging Face `tokenizers` serialisation, and its special tokens
+    file: str = "tokenizer.json"
+    cls_token: str = "[CLS]"
+    sep_token: str = "[SEP]"
+    pad_token: str = "[PAD]"
+
+    @property
+    def artifact(self) -> str:
+        """The file the tokenizer is read from."""
+        return self.vocab if self.type == "wordpiece" else self.file
 
 
 class OnnxSpec(BaseModel):
@@ -145,7 +159,7 @@ class ModelDir:
             manifest = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
         except ValidationError as exc:
             raise ModelDirError(f"{manifest_path} is invalid: {exc}") from exc
-        needed = [manifest.onnx.model, manifest.tokenizer.vocab]
+        needed = [manifest.onnx.model, manifest.tokenizer.artifact]
         if manifest.crf:
             needed.append(manifest.crf)
         for name in needed:
@@ -166,11 +180,11 @@ class ModelDir:
 def write_manifest(path: str | Path, manifest: Manifest) -> Manifest:
     """Checksum the artifact files and write ``manifest.json``; returns the manifest written.
 
-    The files checksummed are the ONNX model, the vocabulary, the CRF file (if any) and any
+    The files checksummed are the ONNX model, the tokenizer's file, the CRF file (if any) and any
     names already in ``manifest.files``.
     """
     root = Path(path)
-    names = {manifest.onnx.model, manifest.tokenizer.vocab, *manifest.files}
+    names = {manifest.onnx.model, manifest.tokenizer.artifact, *manifest.files}
     if manifest.crf:
         names.add(manifest.crf)
     files = {name: sha256_file(root / name) for name in sorted(names)}

@@ -1,4 +1,4 @@
-"""The NER model core: tokenise → ONNX Runtime → CRF/argmax decode → entities. No Ray here."""
+"""The NER model core: token ids → ONNX Runtime → CRF/argmax decode → tags → entities. No Ray here."""
 
 from __future__ import annotations
 
@@ -8,25 +8,25 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from deployments.runtime.crf import CrfParams, tag_marginals, viterbi_decode
+from deployments.runtime.crf import CrfParams, decode_batch
 from deployments.runtime.model_dir import ModelDir
 from deployments.runtime.session import create_session, needs_row_by_row, run_rows
 from deployments.runtime.spans import Entity, build_entities
-from deployments.runtime.tokenizer import BertChineseTokenizer
+from deployments.runtime.tokenizer import Tokenizer
 
 
 class NerModel:
     """Batch-first named-entity recogniser over one model directory.
 
-    ``predict(texts)`` returns one list of entities per text; every entity satisfies
-    ``text[start:end] == entity.text``.
+    ``tag(rows)`` decodes rows of token ids (what a replica is sent); ``predict(texts)`` tokenises,
+    tags and builds entities, every one satisfying ``text[start:end] == entity.text``.
     """
 
     def __init__(
         self,
         model_dir: ModelDir,
         session: ort.InferenceSession,
-        tokenizer: BertChineseTokenizer,
+        tokenizer: Tokenizer,
         crf: CrfParams | None,
     ) -> None:
         manifest = model_dir.manifest
@@ -48,59 +48,74 @@ class NerModel:
     def from_model_dir(cls, path: str | Path, *, intra_op_threads: int = 1, verify_checksums: bool = True) -> NerModel:
         model_dir = ModelDir.load(path, verify_checksums=verify_checksums)
         manifest = model_dir.manifest
-        tokenizer = BertChineseTokenizer.from_vocab_file(
-            model_dir.file(manifest.tokenizer.vocab), lowercase=manifest.tokenizer.lowercase
-        )
         crf = CrfParams.load(model_dir.file(manifest.crf)) if manifest.crf else None
         session = create_session(model_dir.file(manifest.onnx.model), intra_op_threads=intra_op_threads)
-        return cls(model_dir, session, tokenizer, crf)
+        return cls(model_dir, session, Tokenizer.from_model_dir(model_dir), crf)
 
     @property
     def max_seq_length(self) -> int:
         return self.manifest.max_seq_length
 
-    def emissions(self, texts: Sequence[str]) -> tuple[list[np.ndarray], list[list[tuple[int, int]]]]:
-        """Emissions [T_i, K] of each text (including [CLS]/[SEP] rows) and the code-point offsets
-        of its real tokens. Dynamic-INT8 models run one text per call (see ``needs_row_by_row``)."""
+    def emissions(self, rows: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+        """Emissions of each row of token ids: one padded [B, T, K] array, or (dynamic-INT8
+        models, run one row per call, see ``needs_row_by_row``) a list of [1, T_i, K] arrays.
+        Position 0 is [CLS]; a row's real tokens are positions 1 .. len(row)."""
+        output, inputs = self.manifest.onnx.output, self.manifest.onnx.inputs
         if not self.row_by_row:
-            batch = self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
-            (emissions,) = self.session.run([self.manifest.onnx.output], batch.feeds(self.manifest.onnx.inputs))
-            return list(emissions), batch.offsets
-        batches = [self.tokenizer.encode_batch([text], max_length=self.max_seq_length) for text in texts]
-        outputs = run_rows(
-            self.session, self.manifest.onnx.output, [b.feeds(self.manifest.onnx.inputs) for b in batches]
-        )
-        return [output[0] for output in outputs], [b.offsets[0] for b in batches]
+            batch = self.tokenizer.pad(rows, max_length=self.max_seq_length)
+            (emissions,) = self.session.run([output], batch.feeds(inputs))
+            return np.asarray(emissions)
+        feeds = [self.tokenizer.pad([row], max_length=self.max_seq_length).feeds(inputs) for row in rows]
+        return run_rows(self.session, output, feeds)
+
+    def tag(self, rows: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per row of token ids: the decoded tag ids [n] and each tag's confidence [n] (its CRF
+        marginal, or softmax probability for argmax models). Rows must fit ``max_seq_length``."""
+        if not rows:
+            return []
+        lengths = [len(row) for row in rows]
+        emissions = self.emissions(rows)
+        results: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, dtype=np.int64), np.empty(0))] * len(rows)
+        real = [index for index, length in enumerate(lengths) if length > 0]
+        if not real:
+            return results
+        if isinstance(emissions, np.ndarray):
+            tokens = emissions[real, 1:]  # drop [CLS]; decode_batch reads each row's first lengths[i]
+        else:
+            width = max(lengths)
+            tokens = np.zeros((len(real), width, emissions[0].shape[-1]), dtype=emissions[0].dtype)
+            for slot, index in enumerate(real):
+                tokens[slot, : lengths[index]] = emissions[index][0, 1 : 1 + lengths[index]]
+        real_lengths = [lengths[index] for index in real]
+        if self.crf is not None:
+            paths, confidences = decode_batch(tokens, real_lengths, self.crf)
+        else:
+            paths, confidences = _argmax_decode(tokens, real_lengths)
+        for slot, index in enumerate(real):
+            results[index] = (paths[slot], confidences[slot])
+        return results
 
     def predict(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text. Texts must fit ``max_seq_length`` tokens (see chunking)."""
         if not texts:
             return []
-        emissions, offsets = self.emissions(texts)
-        results: list[list[Entity]] = []
-        for text, text_emissions, token_offsets in zip(texts, emissions, offsets, strict=True):
-            length = len(token_offsets)
-            if length == 0:
-                results.append([])
-                continue
-            # Position 0 is [CLS]; real tokens are 1..length. Decode those only.
-            tag_ids, confidences = self._decode(text_emissions[1 : 1 + length])
-            tags = [self.labels[tag_id] for tag_id in tag_ids]
-            results.append(build_entities(text, tags, token_offsets, confidences, self.manifest.tag_scheme or "BIO"))
-        return results
-
-    def _decode(self, token_emissions: np.ndarray) -> tuple[list[int], list[float]]:
-        if self.crf is not None:
-            path, _ = viterbi_decode(token_emissions, self.crf)
-            marginals = tag_marginals(token_emissions, self.crf)
-        else:
-            path = [int(index) for index in token_emissions.argmax(axis=-1)]
-            marginals = _softmax(token_emissions)
-        confidences = [float(marginals[position, tag]) for position, tag in enumerate(path)]
-        return path, confidences
+        tokenized = self.tokenizer.encode(texts)
+        tagged = self.tag([t.ids for t in tokenized])
+        scheme = self.manifest.tag_scheme or "BIO"
+        return [
+            build_entities(
+                text, [self.labels[tag] for tag in tags], tokens.offsets.tolist(), confidences.tolist(), scheme
+            )
+            for text, tokens, (tags, confidences) in zip(texts, tokenized, tagged, strict=True)
+        ]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+def _argmax_decode(tokens: np.ndarray, lengths: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    shifted = tokens - tokens.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted.astype(np.float64))
+    probabilities = exp / exp.sum(axis=-1, keepdims=True)
+    paths = probabilities.argmax(axis=-1)
+    chosen = np.take_along_axis(probabilities, paths[..., None], axis=-1)[..., 0]
+    return [paths[row, :length] for row, length in enumerate(lengths)], [
+        chosen[row, :length] for row, length in enumerate(lengths)
+    ]

@@ -1,4 +1,4 @@
-"""The sentiment model core: tokenise → ONNX Runtime → softmax. No Ray here."""
+"""The sentiment model core: token ids → ONNX Runtime → softmax. No Ray here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from deployments.runtime.model_dir import ModelDir
 from deployments.runtime.session import create_session, needs_row_by_row, run_rows
-from deployments.runtime.tokenizer import BertChineseTokenizer
+from deployments.runtime.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class SentimentResult:
 class SentimentModel:
     """Batch-first binary sentiment classifier over one model directory."""
 
-    def __init__(self, model_dir: ModelDir, session: ort.InferenceSession, tokenizer: BertChineseTokenizer) -> None:
+    def __init__(self, model_dir: ModelDir, session: ort.InferenceSession, tokenizer: Tokenizer) -> None:
         if model_dir.manifest.task != "sentiment":
             raise ValueError(f"{model_dir.path} holds a {model_dir.manifest.task!r} model, not 'sentiment'")
         self.model_dir = model_dir
@@ -42,40 +42,44 @@ class SentimentModel:
         cls, path: str | Path, *, intra_op_threads: int = 1, verify_checksums: bool = True
     ) -> SentimentModel:
         model_dir = ModelDir.load(path, verify_checksums=verify_checksums)
-        manifest = model_dir.manifest
-        tokenizer = BertChineseTokenizer.from_vocab_file(
-            model_dir.file(manifest.tokenizer.vocab), lowercase=manifest.tokenizer.lowercase
-        )
-        session = create_session(model_dir.file(manifest.onnx.model), intra_op_threads=intra_op_threads)
-        return cls(model_dir, session, tokenizer)
+        session = create_session(model_dir.file(model_dir.manifest.onnx.model), intra_op_threads=intra_op_threads)
+        return cls(model_dir, session, Tokenizer.from_model_dir(model_dir))
 
     @property
     def max_seq_length(self) -> int:
         return self.manifest.max_seq_length
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities [B, num_labels] in manifest label order. Dynamic-INT8 models run
-        one text per call (see ``needs_row_by_row``)."""
+    def probabilities_of_rows(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities [B, num_labels] (manifest label order) of rows of token ids.
+        Dynamic-INT8 models run one row per call (see ``needs_row_by_row``)."""
         output, inputs = self.manifest.onnx.output, self.manifest.onnx.inputs
+        if not rows:
+            return np.empty((0, len(self.labels)))
         if self.row_by_row:
-            feeds = [
-                self.tokenizer.encode_batch([text], max_length=self.max_seq_length).feeds(inputs) for text in texts
-            ]
+            feeds = [self.tokenizer.pad([row], max_length=self.max_seq_length).feeds(inputs) for row in rows]
             logits = np.concatenate(run_rows(self.session, output, feeds), axis=0)
         else:
-            batch = self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
+            batch = self.tokenizer.pad(rows, max_length=self.max_seq_length)
             (logits,) = self.session.run([output], batch.feeds(inputs))
         shifted = logits - logits.max(axis=-1, keepdims=True)
         exp = np.exp(shifted.astype(np.float64))
-        return exp / exp.sum(axis=-1, keepdims=True)
+        return np.asarray(exp / exp.sum(axis=-1, keepdims=True))
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities [B, num_labels] in manifest label order."""
+        return self.probabilities_of_rows([t.ids for t in self.tokenizer.encode(texts)])
+
+    def results(self, probabilities: np.ndarray) -> list[SentimentResult]:
+        """Label, confidence and per-label probabilities of each row of ``probabilities``."""
+        results = []
+        for row in probabilities:
+            scores = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
+            best = max(scores, key=scores.__getitem__)
+            results.append(SentimentResult(label=best, score=scores[best], scores=scores))
+        return results
 
     def predict(self, texts: Sequence[str]) -> list[SentimentResult]:
         """Label, confidence and per-label probabilities of each text."""
         if not texts:
             return []
-        results = []
-        for row in self.probabilities(texts):
-            scores = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
-            best = max(scores, key=scores.__getitem__)
-            results.append(SentimentResult(label=best, score=scores[best], scores=scores))
-        return results
+        return self.results(self.probabilities(texts))

@@ -67,16 +67,44 @@ def _save_linear_graph(path: Path, table: np.ndarray, output: str, pooled: bool)
     onnx.save(model, str(path))
 
 
-def build_tiny_ner(root: Path, lexicon: dict[str, str], *, extra_chars: str = "", crf: bool = True) -> Path:
+# The special tokens of an XLM-R / SentencePiece vocabulary, in its id order.
+JSON_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def write_tokenizer_json(path: Path, tokens: Sequence[str]) -> list[str]:
+    """A ``tokenizers`` serialisation in the shape of a pretrained encoder's: XLM-R special
+    tokens (pad id 1), every non-space character its own token, unknown ones ``<unk>``."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    vocab = list(JSON_SPECIAL_TOKENS) + [t for t in dict.fromkeys(tokens) if t not in JSON_SPECIAL_TOKENS]
+    tokenizer = Tokenizer(models.WordLevel({token: index for index, token in enumerate(vocab)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    tokenizer.save(str(path))
+    return vocab
+
+
+def build_tiny_ner(
+    root: Path, lexicon: dict[str, str], *, extra_chars: str = "", crf: bool = True, tokenizer_json: bool = False
+) -> Path:
     """An NER directory that tags each character of ``lexicon``'s words with its type (BIOES).
 
     Emissions favour, for every character, the tag it has in the lexicon (single-char words get
     S-, first B-, last E-, middle I-); other tokens favour O. With a CRF whose transitions forbid
     invalid BIOES moves, decoding recovers exactly the lexicon's words where they stand alone.
+    ``tokenizer_json`` writes a ``tokenizer.json`` with XLM-R special tokens instead of a
+    WordPiece ``vocab.txt`` (the layout of a pretrained-encoder model directory).
     """
     root.mkdir(parents=True, exist_ok=True)
     chars = list(dict.fromkeys("".join(lexicon) + extra_chars))
-    vocab = write_vocab(root / "vocab.txt", [*chars, "ab", "##c", "12", "##3"])
+    if tokenizer_json:
+        vocab = write_tokenizer_json(root / "tokenizer.json", chars)
+        tokenizer = TokenizerSpec(type="tokenizers-json", file="tokenizer.json", cls_token="<s>", sep_token="</s>",
+                                  pad_token="<pad>")  # fmt: skip
+    else:
+        vocab = write_vocab(root / "vocab.txt", [*chars, "ab", "##c", "12", "##3"])
+        tokenizer = TokenizerSpec(vocab="vocab.txt", lowercase=True)
     table = np.zeros((len(vocab), len(NER_TAGS)), dtype=np.float32)
     table[:, 0] = 2.0
     for word, label in lexicon.items():
@@ -103,7 +131,7 @@ def build_tiny_ner(root: Path, lexicon: dict[str, str], *, extra_chars: str = ""
         decoder="crf" if crf else "argmax",
         crf="crf.npz" if crf else None,
         max_seq_length=32,
-        tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
+        tokenizer=tokenizer,
         onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
         provenance={"source": "test fixture"},
     )

@@ -84,3 +84,26 @@ def test_shape_mismatch_is_rejected() -> None:
     crf = CrfParams(np.zeros(3), np.zeros(3), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="emissions have 2 tags"):
         viterbi_decode(np.zeros((4, 2)), crf)
+
+
+def test_batched_decode_equals_one_sequence_at_a_time() -> None:
+    """decode_batch over rows of different lengths gives each row's own Viterbi path and the
+    marginal of each of its tags, as the per-sequence functions do."""
+    from deployments.runtime.crf import decode_batch, tag_marginals
+
+    rng = np.random.default_rng(7)
+    num_tags = 5
+    crf = CrfParams(rng.normal(size=num_tags), rng.normal(size=num_tags), rng.normal(size=(num_tags, num_tags)) * 3)
+    crf.transitions[0, 3] = -1e4  # a forbidden move, as BIOES CRFs have
+    for _ in range(50):
+        rows = int(rng.integers(2, 9))
+        width = int(rng.integers(1, 30))
+        lengths = rng.integers(1, width + 1, size=rows)
+        emissions = rng.normal(size=(rows, width, num_tags)) * rng.uniform(0.1, 20)
+        paths, confidences = decode_batch(emissions, lengths, crf)
+        for row in range(rows):
+            alone = emissions[row, : lengths[row]]
+            expected_path, _ = viterbi_decode(alone, crf)
+            assert paths[row].tolist() == expected_path
+            marginals = tag_marginals(alone, crf)
+            np.testing.assert_allclose(confidences[row], marginals[np.arange(lengths[row]), expected_path], atol=1e-12)

@@ -39,7 +39,15 @@ def test_ner_finds_lexicon_words_with_exact_offsets(ner: NerModel) -> None:
 
 def test_ner_batch_equals_one_by_one(ner: NerModel) -> None:
     texts = ["马云在杭州", "腾讯公司", "", "   ", "和和和和和和和和和马云"]
-    assert ner.predict(texts) == [ner.predict([t])[0] for t in texts]
+    batched = ner.predict(texts)
+    alone = [ner.predict([t])[0] for t in texts]
+    # Spans are identical; confidences agree to floating-point rounding (batched forward-backward).
+    assert [[(e.text, e.label, e.start, e.end) for e in entities] for entities in batched] == [
+        [(e.text, e.label, e.start, e.end) for e in entities] for entities in alone
+    ]
+    for batch_entities, alone_entities in zip(batched, alone, strict=True):
+        for b, a in zip(batch_entities, alone_entities, strict=True):
+            assert b.score == pytest.approx(a.score, rel=1e-12, abs=1e-12)
     assert ner.predict([]) == []
 
 
@@ -70,3 +78,23 @@ def test_token_budget_groups_by_length_and_keeps_order() -> None:
 def test_token_budget_fails_loudly_when_predict_drops_results() -> None:
     with pytest.raises(ValueError):
         run_in_token_budget(["a", "b"], [1, 1], 100, lambda batch: batch[:1])
+
+
+def test_ner_over_a_tokenizers_json_directory(tmp_path: Path) -> None:
+    """A pretrained-encoder layout: tokenizer.json with <s>/</s>/<pad> (pad id 1), served by the
+    same core with exact offsets."""
+    root = build_tiny_ner(tmp_path / "json", LEXICON, extra_chars="在的了和", tokenizer_json=True)
+    model = NerModel.from_model_dir(root)
+    assert (model.tokenizer.cls_id, model.tokenizer.pad_id, model.tokenizer.sep_id) == (0, 1, 2)
+    text = "马云 在杭州的腾讯公司😀和京"
+    (entities,) = model.predict([text])
+    assert [(e.text, e.label, e.start, e.end) for e in entities] == [
+        ("马云", "PER", 0, 2),
+        ("杭州", "LOC", 4, 6),
+        ("腾讯公司", "ORG", 7, 11),
+        ("京", "LOC", 13, 14),
+    ]
+    batch = model.tokenizer.pad([model.tokenizer.encode(["马云"])[0].ids], max_length=8)
+    assert batch.input_ids.tolist() == [
+        [0, model.tokenizer.encode(["马"])[0].ids[0], model.tokenizer.encode(["云"])[0].ids[0], 2]
+    ]
