@@ -6,31 +6,36 @@ here, because batching is how this class is called.
 
 from __future__ import annotations
 
-import asyncio
-
+import numpy as np
 from ray import serve
 
-from deployments.batching import MemoryGuard, run_in_token_budget
+from deployments.batching import MemoryGuard
 from deployments.runtime.ner import NerModel
-from deployments.runtime.spans import Entity
-from deployments.server import ItemError, ModelServerBase
+from deployments.runtime.rows import TagRows, TokenRows
+from deployments.server import ModelServerBase
 
 
-class NerServer(ModelServerBase[list[Entity]]):
-    """Entities of one window per call; windows from all callers are batched together."""
+class NerServer(ModelServerBase[tuple[np.ndarray, np.ndarray]]):
+    """Tags of each row of token ids; the calls of all callers are batched together."""
 
     def __init__(self, model_dir: str, *, intra_op_threads: int = 1) -> None:
         self.model = NerModel.from_model_dir(model_dir, intra_op_threads=intra_op_threads)
         super().__init__(self.model.manifest, MemoryGuard(), health_probe="马云在杭州。")
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, groups: list[list[str]]) -> list[list[list[Entity]] | ItemError]:
-        """Each call carries a group of windows (a list of texts); concurrent groups are batched."""
-        return await asyncio.to_thread(self._predict_groups, groups)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def predict(self, groups: list[TokenRows]) -> list[TagRows | list[object]]:
+        """Each call carries a group of rows (windows); concurrent calls are batched.
 
-    def _predict_sync(self, texts: list[str]) -> list[list[Entity]]:
-        lengths = self.model.tokenizer.count_tokens(texts)
-        return run_in_token_budget(texts, lengths, self.config.max_batch_tokens, self.model.predict)
+        Computed on the event loop, not in a thread: while a batch runs, the calls that arrive
+        queue up and form the next batch whole (see ModelServerBase.compute_in_thread).
+        """
+        return await self._run(self._answer_groups, groups)
+
+    def _infer(self, rows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return self.model.tag(rows)
+
+    def _pack(self, results: list[tuple[np.ndarray, np.ndarray]]) -> TagRows:
+        return TagRows.pack(results)
 
     def _probe(self, text: str) -> None:
         self.model.predict([text])

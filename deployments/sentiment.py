@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
-
+import numpy as np
 from ray import serve
 
-from deployments.batching import MemoryGuard, run_in_token_budget
-from deployments.runtime.sentiment import SentimentModel, SentimentResult
-from deployments.server import ItemError, ModelServerBase
+from deployments.batching import MemoryGuard
+from deployments.runtime.rows import TokenRows
+from deployments.runtime.sentiment import SentimentModel
+from deployments.server import ModelServerBase
 
 
-class SentimentServer(ModelServerBase[SentimentResult]):
-    """Sentiment of one text unit per call; units from all callers are batched together."""
+class SentimentServer(ModelServerBase[np.ndarray]):
+    """Class probabilities of each row of token ids; the calls of all callers are batched together."""
 
     def __init__(self, model_dir: str, *, intra_op_threads: int = 1) -> None:
         self.model = SentimentModel.from_model_dir(model_dir, intra_op_threads=intra_op_threads)
         super().__init__(self.model.manifest, MemoryGuard(), health_probe="服务很好。")
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def predict(self, groups: list[list[str]]) -> list[list[SentimentResult] | ItemError]:
-        """Each call carries a group of text units (a list of texts); concurrent groups are batched."""
-        return await asyncio.to_thread(self._predict_groups, groups)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def predict(self, groups: list[TokenRows]) -> list[np.ndarray | list[object]]:
+        """Each call carries a group of rows (text units); concurrent calls are batched."""
+        return await self._run(self._answer_groups, groups)
 
-    def _predict_sync(self, texts: list[str]) -> list[SentimentResult]:
-        lengths = self.model.tokenizer.count_tokens(texts)
-        return run_in_token_budget(texts, lengths, self.config.max_batch_tokens, self.model.predict)
+    def _infer(self, rows: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self.model.probabilities_of_rows(rows))
+
+    def _pack(self, results: list[np.ndarray]) -> np.ndarray:
+        return np.stack(results)
 
     def _probe(self, text: str) -> None:
         self.model.predict([text])

@@ -4,20 +4,28 @@ and metadata. Subclasses load their model in ``__init__`` and define the ``@serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from deployments.batching import BatchConfig, MemoryGuard
+import numpy as np
+
+from deployments.batching import BatchConfig, MemoryGuard, run_in_token_budget
 from deployments.runtime.model_dir import Manifest
+from deployments.runtime.rows import TokenRows
 
 logger = logging.getLogger("ray.serve")
 R = TypeVar("R")
+A = TypeVar("A")
+R2 = TypeVar("R2")
 
 
 @dataclass(frozen=True)
 class ItemError:
-    """One item of a batch failed; the others were answered. Carries a client-safe message.
+    """One row of a batch failed; the others were answered. Carries a client-safe message.
 
     ``retryable`` marks refusals that say nothing about the input (the replica is over its memory
     budget): the API answers those 503 with Retry-After rather than 500.
@@ -36,6 +44,7 @@ class ServerStats:
     batches: int = 0
     largest_batch: int = 0
     rss_bytes: int = 0
+    compute_s: float = 0.0  # time spent computing batches (tokens in, answers out)
 
 
 def _memory_gauges() -> tuple[Any, Any]:
@@ -88,6 +97,17 @@ class ModelServerBase(Generic[R]):
         self.predict.set_max_batch_size(self.config.max_batch_size)
         self.predict.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
 
+    async def _run(self, compute: Callable[[A], R2], argument: A) -> R2:
+        """Run a batch's computation on the event loop (the default) or in a worker thread.
+
+        On the loop, the calls that arrive while a batch computes wait in Serve's queue and form
+        the next batch whole; in a thread, the loop keeps forming small batches that then wait
+        for the model in turn (``compute_in_thread``, measured in load_tests/bench.py).
+        """
+        if self.config.compute_in_thread:
+            return await asyncio.to_thread(compute, argument)
+        return compute(argument)
+
     def info(self) -> dict[str, Any]:
         """The served model's manifest summary (what ``GET /v1/models`` lists)."""
         return self.manifest.summary()
@@ -113,41 +133,57 @@ class ModelServerBase(Generic[R]):
     def _probe(self, text: str) -> None:
         raise NotImplementedError
 
-    def _predict_sync(self, texts: list[str]) -> list[R]:
+    def _infer(self, rows: list[np.ndarray]) -> list[R]:
+        """The model's answer for each row of token ids."""
         raise NotImplementedError
 
-    def _predict_groups(self, groups: list[list[str]]) -> list[list[R] | ItemError]:
-        """One result list per group. A group with a failed item fails as a whole (its caller
-        cannot use a partial answer); other groups in the batch are unaffected."""
-        flat = [text for group in groups for text in group]
-        results = self._predict_guarded(flat)
-        answers: list[list[R] | ItemError] = []
+    def _pack(self, results: list[R]) -> Any:
+        """One group's answers in the compact form the ingress unpacks."""
+        raise NotImplementedError
+
+    def _answer_groups(self, groups: list[TokenRows]) -> list[Any]:
+        """One answer per group (each group is one caller's call), computed as one batch.
+
+        A group whose rows all succeeded gets its packed answer; a group with a failed row gets a
+        list with an ``ItemError`` in that row's place, so the rows of other requests that share
+        the group are still answered.
+        """
+        started = time.perf_counter()
+        rows = [row for group in groups for row in group.rows()]
+        results = self._infer_guarded(rows)
+        answers: list[Any] = []
         position = 0
         for group in groups:
             part = results[position : position + len(group)]
             position += len(group)
-            failure = next((item for item in part if isinstance(item, ItemError)), None)
-            answers.append(failure if failure is not None else part)  # type: ignore[arg-type]
+            if any(isinstance(item, ItemError) for item in part):
+                answers.append(part)
+            else:
+                answers.append(self._pack(part))  # type: ignore[arg-type]
+        self._stats.compute_s += time.perf_counter() - started
         return answers
 
-    def _predict_guarded(self, texts: list[str]) -> list[R | ItemError]:
-        """Predict a batch; if it fails, retry item by item so one bad item fails alone."""
+    def _infer_guarded(self, rows: list[np.ndarray]) -> list[R | ItemError]:
+        """Infer a batch within the token budget; if it fails, retry row by row so one bad row
+        fails alone. A failure is logged here and reported to the caller without internals."""
         over, rss = self.memory.over_budget()
         if over:
             message = f"replica memory {rss >> 20} MiB is over its budget; retry shortly"
-            return [ItemError(message, retryable=True) for _ in texts]
-        self._stats.items += len(texts)
+            return [ItemError(message, retryable=True) for _ in rows]
+        self._stats.items += len(rows)
         self._stats.batches += 1
-        self._stats.largest_batch = max(self._stats.largest_batch, len(texts))
+        self._stats.largest_batch = max(self._stats.largest_batch, len(rows))
+        lengths = [len(row) for row in rows]
         try:
-            return list(self._predict_sync(texts))
+            answered: list[R] = run_in_token_budget(rows, lengths, self.config.max_batch_tokens, self._infer)
+            return list(answered)
         except Exception:
-            logger.exception("batch of %d failed; retrying item by item", len(texts))
+            logger.exception("batch of %d rows failed; retrying row by row", len(rows))
         results: list[R | ItemError] = []
-        for text in texts:
+        for row in rows:
             try:
-                results.extend(self._predict_sync([text]))
-            except Exception as exc:
-                logger.exception("item of %d characters failed", len(text))
-                results.append(ItemError(f"{type(exc).__name__}: {exc}"))
+                results.extend(self._infer([row]))
+            except Exception:
+                logger.exception("a row of %d tokens failed", len(row))
+                results.append(ItemError("the model failed on this window"))
         return results

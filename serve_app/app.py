@@ -38,8 +38,6 @@ def build_app(args: dict[str, Any]) -> Application:
         **MODEL_DEPLOYMENT_DEFAULTS,
         user_config=settings.sentiment_config.model_dump(),
     )
-    # The ingress needs only the model directories (for manifests and tokenizers) and the UI.
-    ingress_args = settings.model_dump(mode="json", include={"ner_model", "sentiment_model", "ui_dir"})
     ingress = serve.deployment(name="Ingress")(Ingress).options(
         max_ongoing_requests=256,
         ray_actor_options={"num_cpus": 0.25},
@@ -48,5 +46,5 @@ def build_app(args: dict[str, Any]) -> Application:
     return ingress.bind(
         ner.bind(str(settings.ner_model), intra_op_threads=threads),
         sentiment.bind(str(settings.sentiment_model), intra_op_threads=threads),
-        ingress_args,
+        settings,
     )

@@ -1,11 +1,13 @@
-"""Long documents: sentence split, window packing with overlap, entity merge, sentiment aggregation.
+"""Long documents: sentence split, windows planned on tokens, entity merge, sentiment aggregation.
 
-Pure Python (no Ray, no model): the ingress plans windows here, fans them out to the model
-deployments, and maps their answers back to exact code-point offsets of the original text.
+Pure Python (no Ray, no model): the ingress tokenises a document once, plans its windows here on
+those tokens, fans the windows' token ids out to the model deployments, and maps their answers
+back to exact code-point offsets of the original text.
 
-Token limits are checked with a ``TokenCounter`` only (for example
-``BertChineseTokenizer.count_tokens``), so the rules below hold for any tokeniser: every window
-this module plans is *counted*, never estimated, before it is returned.
+A window is a range of the document's tokens, so its size is known exactly, never re-counted or
+estimated: every window fits the model by construction. Its character span runs from its first
+token's start to its last token's end, so the offsets the model's tokens carry are document
+offsets already.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from deployments.runtime.spans import Entity
+import numpy as np
 
-TokenCounter = Callable[[Sequence[str]], list[int]]
-"""Tokens per text *without* [CLS]/[SEP], e.g. ``BertChineseTokenizer.count_tokens``."""
+from deployments.runtime.spans import Entity
+from deployments.runtime.tokenizer import Tokenized
 
 NUM_SPECIAL_TOKENS = 2  # [CLS] and [SEP] surround every window the model sees
 
@@ -35,8 +37,8 @@ _SENTENCE = re.compile(
     f"(?:[{SENTENCE_TERMINATORS}]+[{CLOSING_MARKS}]*[{LINE_BREAKS}]*|[{LINE_BREAKS}]+)?"
 )
 
-# How far (in code points) a cut inside a long sentence may move to avoid splitting a word.
-_MAX_SNAP = 32
+# How many tokens a cut inside a long sentence may move to avoid splitting a word.
+_MAX_SNAP_TOKENS = 16
 
 # The CJK ideograph blocks BERT-Chinese treats as one token each (as in BERT's _is_chinese_char).
 _CJK_RANGES = (
@@ -53,12 +55,21 @@ _CJK_RANGES = (
 
 @dataclass(frozen=True)
 class Window:
-    """A slice of the document sent to a model as one sequence: ``text == document[start:end]``."""
+    """A run of the document's tokens sent to a model as one sequence.
+
+    Tokens ``token_start .. token_end`` (end exclusive); ``start .. end`` is their character span
+    in the document (the first token's start to the last token's end).
+    """
 
     index: int
     start: int
     end: int
-    text: str
+    token_start: int
+    token_end: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_end - self.token_start
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,18 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def sentence_token_ranges(text: str, tokens: Tokenized) -> list[tuple[int, int]]:
+    """Token ranges ``[first, last)`` of the document's sentences, in order, skipping sentences
+    with no token (whitespace, controls). A token belongs to the sentence its first character
+    is in, so the ranges tile the tokens."""
+    if len(tokens) == 0:
+        return []
+    starts = tokens.offsets[:, 0]
+    sentence_starts = np.fromiter((start for start, _ in split_sentences(text)), dtype=np.int64)
+    bounds = [*np.searchsorted(starts, sentence_starts, side="left").tolist(), len(tokens)]
+    return [(first, last) for first, last in pairwise(bounds) if last > first]
+
+
 # --------------------------------------------------------------------------------------------
 # Windows
 
@@ -116,73 +139,62 @@ def _check_limits(max_tokens: int, overlap_tokens: int) -> int:
     return budget
 
 
-def plan_windows(text: str, count_tokens: TokenCounter, *, max_tokens: int, overlap_tokens: int = 32) -> list[Window]:
-    """Windows that cover ``text`` and each fit the model: token count + 2 <= ``max_tokens``.
+def _windows(tokens: Tokenized, ranges: Sequence[tuple[int, int]]) -> list[Window]:
+    offsets = tokens.offsets
+    return [
+        Window(index=i, start=int(offsets[first, 0]), end=int(offsets[last - 1, 1]), token_start=first, token_end=last)
+        for i, (first, last) in enumerate(ranges)
+    ]
 
-    Whole consecutive sentences are packed greedily into windows, which then do not overlap.
-    A sentence that alone exceeds the budget is cut into windows overlapping by about
-    ``overlap_tokens`` tokens (at most that many), preferring cuts between words. Windows are
-    ordered, non-empty, and together cover every code point. Empty text gives ``[]``.
 
-    Raises ``ValueError`` on impossible settings, or when a single code point alone is more
-    tokens than a window holds.
+def sentence_units(text: str, tokens: Tokenized, *, max_tokens: int, overlap_tokens: int = 32) -> list[Window]:
+    """Every sentence its own window; a sentence longer than a window is cut into windows that
+    overlap by at most ``overlap_tokens`` tokens (cuts between words where one is near).
+
+    Models trained on single sentences see exactly what they were trained on, so a document's
+    results equal its sentences' results. Sentences without tokens are skipped.
     """
     budget = _check_limits(max_tokens, overlap_tokens)
-    sentences = split_sentences(text)
-    if not sentences:
-        return []
-    counts = count_tokens([text[start:end] for start, end in sentences])
-
-    # Each planned span with the sentence range [first, last) it packs, or None for a piece of a
-    # long sentence (already counted as cut).
-    planned: list[tuple[int, int, tuple[int, int] | None]] = []
-    group_first, group_tokens = 0, 0
-
-    def flush(upto: int) -> None:
-        if upto > group_first:
-            planned.append((sentences[group_first][0], sentences[upto - 1][1], (group_first, upto)))
-
-    for index, tokens in enumerate(counts):
-        if tokens > budget:
-            flush(index)
-            start, end = sentences[index]
-            pieces = _cut_long_span(text, start, end, tokens, count_tokens, budget, overlap_tokens)
-            planned.extend((piece_start, piece_end, None) for piece_start, piece_end in pieces)
-            group_first, group_tokens = index + 1, 0
-        elif group_tokens + tokens <= budget:
-            group_tokens += tokens
-        else:
-            flush(index)
-            group_first, group_tokens = index, tokens
-    flush(len(sentences))
-
-    spans = _recount_packed(text, planned, sentences, count_tokens, budget)
-    return [Window(index=i, start=start, end=end, text=text[start:end]) for i, (start, end) in enumerate(spans)]
+    ranges: list[tuple[int, int]] = []
+    for first, last in sentence_token_ranges(text, tokens):
+        ranges.extend(_cut(text, tokens, first, last, budget, overlap_tokens))
+    return _windows(tokens, ranges)
 
 
-def _recount_packed(
-    text: str,
-    planned: list[tuple[int, int, tuple[int, int] | None]],
-    sentences: list[tuple[int, int]],
-    count_tokens: TokenCounter,
-    budget: int,
-) -> list[tuple[int, int]]:
-    """The planned spans, after counting every window of several sentences whole.
-
-    Token counts need not add up across sentence boundaries for every tokeniser; where a
-    packed window turns out too long, its sentences (each known to fit) become windows of
-    their own.
+def plan_windows(text: str, tokens: Tokenized, *, max_tokens: int, overlap_tokens: int = 32) -> list[Window]:
+    """Windows that pack whole consecutive sentences up to the model's size; a sentence that
+    alone exceeds it is cut as in :func:`sentence_units`. Windows of whole sentences do not
+    overlap; together the windows cover every token, in order.
     """
-    multi = [i for i, (_, _, group) in enumerate(planned) if group is not None and group[1] - group[0] > 1]
-    recounted = count_tokens([text[planned[i][0] : planned[i][1]] for i in multi]) if multi else []
-    too_long = {i for i, tokens in zip(multi, recounted, strict=True) if tokens > budget}
-    spans: list[tuple[int, int]] = []
-    for i, (start, end, group) in enumerate(planned):
-        if i in too_long and group is not None:
-            spans.extend(sentences[group[0] : group[1]])
+    budget = _check_limits(max_tokens, overlap_tokens)
+    ranges: list[tuple[int, int]] = []
+    group: tuple[int, int] | None = None  # the sentences packed so far, as one token range
+    for first, last in sentence_token_ranges(text, tokens):
+        if last - first > budget:
+            if group is not None:
+                ranges.append(group)
+                group = None
+            ranges.extend(_cut(text, tokens, first, last, budget, overlap_tokens))
+        elif group is not None and last - group[0] <= budget:
+            group = (group[0], last)
         else:
-            spans.append((start, end))
-    return spans
+            if group is not None:
+                ranges.append(group)
+            group = (first, last)
+    if group is not None:
+        ranges.append(group)
+    return _windows(tokens, ranges)
+
+
+def sentiment_units(text: str, tokens: Tokenized, *, max_tokens: int, overlap_tokens: int = 32) -> list[Window]:
+    """The units sentiment is computed on: the whole text if it fits one window, otherwise every
+    sentence (cut like :func:`sentence_units` where it is too long). No tokens gives ``[]``."""
+    budget = _check_limits(max_tokens, overlap_tokens)
+    if len(tokens) == 0:
+        return []
+    if len(tokens) <= budget:
+        return _windows(tokens, [(0, len(tokens))])
+    return sentence_units(text, tokens, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
 
 
 def _is_cjk(char: str) -> bool:
@@ -198,209 +210,39 @@ def _is_word_char(char: str) -> bool:
 
 
 def _inside_word(text: str, position: int) -> bool:
-    """Whether cutting ``text`` at ``position`` would split a word (and so likely a token)."""
+    """Whether cutting ``text`` at ``position`` would split a word."""
     return 0 < position < len(text) and _is_word_char(text[position - 1]) and _is_word_char(text[position])
 
 
-def _snap_back(text: str, position: int, floor: int) -> int:
-    """The nearest cut at or before ``position`` (and after ``floor``) that splits no word."""
-    limit = max(floor + 1, position - _MAX_SNAP)
-    for candidate in range(position, limit - 1, -1):
-        if not _inside_word(text, candidate):
-            return candidate
-    return position
-
-
-def _snap_forward(text: str, position: int, ceiling: int) -> int:
-    """The nearest cut at or after ``position`` (and before ``ceiling``) that splits no word."""
-    limit = min(ceiling - 1, position + _MAX_SNAP)
-    for candidate in range(position, limit + 1):
-        if not _inside_word(text, candidate):
-            return candidate
-    return position
-
-
-def _cut_long_span(
-    text: str,
-    start: int,
-    end: int,
-    tokens: int,
-    count_tokens: TokenCounter,
-    budget: int,
-    overlap_tokens: int,
+def _cut(
+    text: str, tokens: Tokenized, first: int, last: int, budget: int, overlap_tokens: int
 ) -> list[tuple[int, int]]:
-    """Overlapping spans covering the over-long sentence ``text[start:end]``, each within ``budget``.
+    """Token ranges covering ``[first, last)``, each at most ``budget`` tokens, consecutive ones
+    overlapping by at most ``overlap_tokens``. A range that fits is returned whole.
 
-    Fast path: cut the sentence into small blocks between words, count all blocks in one call,
-    and place windows on the running token sum; then count every window once to confirm it
-    fits. A tokeniser whose counts do not add up across those cuts falls back to
-    :func:`_cut_by_search`, which only ever trusts counted windows.
+    A cut is moved back (a window's end) or forward (the next window's start) by up to
+    ``_MAX_SNAP_TOKENS`` tokens to fall between words, when that still leaves progress.
     """
-    spans = _cut_by_blocks(text, start, end, tokens, count_tokens, budget, overlap_tokens)
-    if spans is not None:
-        counts = count_tokens([text[s:e] for s, e in spans])
-        if all(count <= budget for count in counts):
-            return spans
-    return _cut_by_search(text, start, end, tokens, count_tokens, budget, overlap_tokens)
+    if last - first <= budget:
+        return [(first, last)]
+    starts = tokens.offsets[:, 0]
 
+    def between_words(position: int) -> bool:  # a cut before token `position`
+        return not _inside_word(text, int(starts[position]))
 
-# Blocks hold about this many tokens: small enough that windows and overlaps land within a few
-# tokens of their targets, large enough that counting them is one cheap batch.
-_BLOCK_TOKENS = 8
-
-
-def _cut_by_blocks(
-    text: str,
-    start: int,
-    end: int,
-    tokens: int,
-    count_tokens: TokenCounter,
-    budget: int,
-    overlap_tokens: int,
-) -> list[tuple[int, int]] | None:
-    """Windows placed on block boundaries by summed block counts (unverified), or ``None``
-    when some block alone exceeds the budget."""
-    chars_per_token = (end - start) / max(tokens, 1)
-    # Finer blocks when the budget or the overlap is small, so both are still met closely.
-    overlap_precision = overlap_tokens // 4 if overlap_tokens else _BLOCK_TOKENS
-    block_tokens = max(1, min(_BLOCK_TOKENS, budget // 32, overlap_precision))
-    block_chars = max(1, int(block_tokens * chars_per_token))
-    cuts = [start]
-    while cuts[-1] < end:
-        cut = min(end, cuts[-1] + block_chars)
-        while cut < end and _inside_word(text, cut):
-            cut += 1
-        cuts.append(cut)
-    counts = count_tokens([text[a:b] for a, b in pairwise(cuts)])
-    if any(count > budget for count in counts):
-        return None
-    running = [0]  # running[i]: tokens before block i
-    for count in counts:
-        running.append(running[-1] + count)
-
-    blocks = len(counts)
-    spans: list[tuple[int, int]] = []
-    first = 0
+    ranges: list[tuple[int, int]] = []
+    start = first
     while True:
-        last = bisect_right(running, running[first] + budget) - 1  # blocks [first, last) fit
-        spans.append((cuts[first], cuts[last]))
-        if last == blocks:
-            return spans
-        # The next window starts at the earliest block from which at most overlap_tokens
-        # tokens remain up to ``last``, provided it can then take in at least block ``last``.
-        following = bisect_left(running, running[last] - overlap_tokens, first + 1, last)
-        if running[last + 1] - running[following] > budget:
-            following = last
-        first = following
-
-
-def _cut_by_search(
-    text: str,
-    start: int,
-    end: int,
-    tokens: int,
-    count_tokens: TokenCounter,
-    budget: int,
-    overlap_tokens: int,
-) -> list[tuple[int, int]]:
-    """Overlapping spans covering ``text[start:end]``, each within ``budget`` tokens, for any counter.
-
-    Each window's end is the furthest position whose prefix still fits (found by galloping
-    then bisecting on counted prefixes, so the cost grows with the window, not the sentence),
-    pulled back to a word boundary if one is near. The next window starts where the last
-    ``overlap_tokens`` tokens of the previous one begin.
-    """
-    chars_per_token = (end - start) / max(tokens, 1)
-
-    def fits(window_start: int, window_end: int) -> bool:
-        return count_tokens([text[window_start:window_end]])[0] <= budget
-
-    spans: list[tuple[int, int]] = []
-    window_start, covered = start, start
-    while covered < end:
-        # Invariant: text[window_start:covered] fits (it is the overlap, or empty).
-        if not fits(window_start, covered + 1):
-            if window_start == covered:
-                raise ValueError(
-                    f"the character {text[covered]!r} at offset {covered} alone has more than "
-                    f"{budget} tokens; no window of max_tokens={budget + NUM_SPECIAL_TOKENS} can hold it"
-                )
-            window_start = covered  # the overlap leaves no room for progress: drop it
-            continue
-        window_end = _furthest_fitting_end(fits, window_start, covered + 1, end, chars_per_token * budget)
-        if window_end < end:
-            snapped = _snap_back(text, window_end, covered)
-            if snapped != window_end and snapped > covered and fits(window_start, snapped):
-                window_end = snapped
-        spans.append((window_start, window_end))
-        covered = window_end
-        if covered < end:
-            window_start = _overlap_start(text, count_tokens, window_start, covered, overlap_tokens, chars_per_token)
-    return spans
-
-
-def _furthest_fitting_end(
-    fits: Callable[[int, int], bool], window_start: int, low: int, limit: int, estimate: float
-) -> int:
-    """The largest end in ``[low, limit]`` such that the window fits, given that ``low`` does."""
-    step = max(1, int(estimate) - (low - window_start))
-    high = None
-    probe = low
-    while high is None:  # gallop: grow the step until a probe no longer fits
-        probe = min(limit, probe + step)
-        if fits(window_start, probe):
-            low = probe
-            if probe == limit:
-                return limit
-            step *= 2
-        else:
-            high = probe
-    while high - low > 1:
-        middle = (low + high) // 2
-        if fits(window_start, middle):
-            low = middle
-        else:
-            high = middle
-    return low
-
-
-def _overlap_start(
-    text: str,
-    count_tokens: TokenCounter,
-    window_start: int,
-    window_end: int,
-    overlap_tokens: int,
-    chars_per_token: float,
-) -> int:
-    """Where the next window starts: the earliest position after ``window_start`` from which
-    ``text[position:window_end]`` has at most ``overlap_tokens`` tokens, moved forward to a
-    word boundary if one is near."""
-    if overlap_tokens == 0:
-        return window_end
-
-    def within(position: int) -> bool:
-        return count_tokens([text[position:window_end]])[0] <= overlap_tokens
-
-    floor = window_start + 1  # always move forward, so the cutting terminates
-    # Gallop backwards from the end while the suffix stays within the overlap.
-    high, step = window_end, max(1, int(overlap_tokens * chars_per_token))
-    low = None
-    while low is None:
-        probe = max(floor, high - step)
-        if within(probe):
-            high = probe
-            if probe == floor:
-                return _snap_forward(text, floor, window_end)
-            step *= 2
-        else:
-            low = probe
-    while high - low > 1:
-        middle = (low + high) // 2
-        if within(middle):
-            high = middle
-        else:
-            low = middle
-    return _snap_forward(text, high, window_end)
+        end = start + budget
+        if end >= last:
+            ranges.append((start, last))
+            return ranges
+        floor = max(start + 1, end - _MAX_SNAP_TOKENS, start + overlap_tokens + 1)
+        end = next((p for p in range(end, floor - 1, -1) if between_words(p)), end)
+        ranges.append((start, end))
+        following = max(start + 1, end - overlap_tokens)
+        ceiling = min(end, following + _MAX_SNAP_TOKENS)
+        start = next((p for p in range(following, ceiling + 1) if p == end or between_words(p)), following)
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,37 +263,34 @@ def _preference(candidate: tuple[Entity, int]) -> tuple[int, int, int, str, floa
 def merge_entities(
     document: str, windows: Sequence[Window], window_entities: Sequence[Sequence[Entity]]
 ) -> list[Entity]:
-    """Entities of the whole document from the entities of each window.
+    """Entities of the whole document from the entities each window found.
 
-    ``window_entities[i]`` has offsets relative to ``windows[i].text``. They are shifted to
-    document offsets; where spans overlap, the longer one is kept, on equal length the one
-    further from its window's nearest edge (where the model saw more context), and remaining
-    ties are broken by start, label and higher score, so the result does not depend on the
-    order of windows or entities. Identical spans from two windows collapse to one.
+    ``window_entities[i]`` are in document offsets, inside ``windows[i]``'s span. Where spans
+    overlap, the longer one is kept, on equal length the one further from its window's nearest
+    edge (where the model saw more context), and remaining ties are broken by start, label and
+    higher score, so the result does not depend on the order of windows or entities. Identical
+    spans from two windows collapse to one.
 
     Returns non-overlapping entities sorted by start, with ``text == document[start:end]``.
-    Merging is idempotent: the result, given back as one window over the whole document,
-    comes out unchanged.
+    Merging is idempotent: the result, given back as one window over the whole document, comes
+    out unchanged.
     """
     if len(windows) != len(window_entities):
         raise ValueError(f"got {len(windows)} windows but entities for {len(window_entities)}")
     candidates: list[tuple[Entity, int]] = []
     for window, entities in zip(windows, window_entities, strict=True):
-        if document[window.start : window.end] != window.text:
-            raise ValueError(f"window {window.index} ({window.start}..{window.end}) does not match the document")
         for entity in entities:
-            if not 0 <= entity.start < entity.end <= len(window.text):
+            if not window.start <= entity.start < entity.end <= window.end:
                 raise ValueError(
                     f"entity {entity.text!r} at {entity.start}..{entity.end} lies outside window "
-                    f"{window.index}, which has {len(window.text)} characters"
+                    f"{window.index} ({window.start}..{window.end})"
                 )
-            if window.text[entity.start : entity.end] != entity.text:
+            if document[entity.start : entity.end] != entity.text:
                 raise ValueError(
-                    f"entity text {entity.text!r} does not match window {window.index} at "
-                    f"{entity.start}..{entity.end} ({window.text[entity.start : entity.end]!r})"
+                    f"entity text {entity.text!r} does not match the document at "
+                    f"{entity.start}..{entity.end} ({document[entity.start : entity.end]!r})"
                 )
-            shifted = entity.shifted(window.start, document)
-            candidates.append((shifted, _edge_distance(shifted, window)))
+            candidates.append((entity, _edge_distance(entity, window)))
 
     candidates.sort(key=_preference)
     kept_starts: list[int] = []  # sorted, with kept_ends aligned; kept spans never overlap
@@ -471,59 +310,6 @@ def merge_entities(
 
 # --------------------------------------------------------------------------------------------
 # Sentiment
-
-
-def _content_span(text: str, start: int, end: int) -> tuple[int, int]:
-    """``(start, end)`` narrowed to exclude leading and trailing whitespace (empty if all is)."""
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
-def sentiment_units(
-    text: str, count_tokens: TokenCounter, *, max_tokens: int, overlap_tokens: int = 32
-) -> list[Window]:
-    """The units sentiment is computed on.
-
-    If the text without surrounding whitespace fits one window, it is the only unit. Otherwise
-    every sentence (without its surrounding whitespace) is a unit; whitespace-only sentences are
-    skipped, and a sentence longer than a window is cut into overlapping windows as in
-    :func:`plan_windows`. Whitespace-only text gives ``[]``.
-    """
-    budget = _check_limits(max_tokens, overlap_tokens)
-    start, end = _content_span(text, 0, len(text))
-    if start == end:
-        return []
-    if count_tokens([text[start:end]])[0] <= budget:
-        return [Window(index=0, start=start, end=end, text=text[start:end])]
-
-    return sentence_units(text, count_tokens, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
-
-
-def sentence_units(text: str, count_tokens: TokenCounter, *, max_tokens: int, overlap_tokens: int = 32) -> list[Window]:
-    """Every sentence its own unit, without its surrounding whitespace.
-
-    Whitespace-only sentences are skipped; a sentence longer than a window is cut into
-    overlapping windows as in :func:`plan_windows`. Models trained on single sentences see
-    exactly what they were trained on, so a document's results equal its sentences' results.
-    """
-    budget = _check_limits(max_tokens, overlap_tokens)
-    sentences = [_content_span(text, s, e) for s, e in split_sentences(text)]
-    sentences = [(s, e) for s, e in sentences if s < e]
-    if not sentences:
-        return []
-    counts = count_tokens([text[s:e] for s, e in sentences])
-    spans: list[tuple[int, int]] = []
-    for (s, e), tokens in zip(sentences, counts, strict=True):
-        if tokens <= budget:
-            spans.append((s, e))
-        else:
-            # A cut may fall next to whitespace; a unit's span is its content, as for sentences.
-            pieces = _cut_long_span(text, s, e, tokens, count_tokens, budget, overlap_tokens)
-            spans.extend(piece for piece in (_content_span(text, a, b) for a, b in pieces) if piece[0] < piece[1])
-    return [Window(index=i, start=s, end=e, text=text[s:e]) for i, (s, e) in enumerate(spans)]
 
 
 def _argmax(probabilities: dict[str, float]) -> str:

@@ -35,7 +35,16 @@ class IngressConfig(BaseModel):
         ),
     )
     window_group_size: int = Field(
-        default=16, ge=1, le=256, description="Windows sent to a model per call (long documents)"
+        default=16, ge=1, le=256, description="Most windows one model call carries (of any requests)"
+    )
+    model_calls_in_flight: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description=(
+            "Most calls outstanding per model; further windows queue in the ingress and travel together "
+            "in the next call (about 2 per model replica keeps every replica busy)"
+        ),
     )
     api_key: str | None = Field(default=None, description="If set, /v1/* requires 'Authorization: Bearer <key>'")
 

@@ -4,11 +4,12 @@ import time."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ray.serve.metrics import Counter, Histogram
 
-from serve_app.schemas import AnalyzeResponse
+if TYPE_CHECKING:
+    from serve_app.fanout import Outcome
 
 WINDOW_BOUNDARIES = [1.0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 CHAR_BOUNDARIES = [50.0, 200, 1_000, 5_000, 20_000, 50_000, 100_000, 200_000]
@@ -35,26 +36,19 @@ class IngressMetrics:
             "zhserve_sentiment_verdicts", description="Document sentiment labels returned.", tag_keys=("label",)
         )
 
-    def observe(self, text: str, windows: dict[str, int], result: AnalyzeResponse) -> None:
+    def observe(self, outcome: Outcome) -> None:
+        text = outcome.plan.text
         self.document_chars.observe(len(text))
-        for task, count in windows.items():
+        for task, count in outcome.plan.window_counts().items():
             self.characters.inc(len(text), tags={"task": task})
             self.windows.observe(count, tags={"task": task})
-        if result.ner is not None:
+        ner = outcome.results.get("ner")
+        if ner is not None:
             counts: dict[str, int] = {}
-            for entity in result.ner.entities:
-                counts[entity.label] = counts.get(entity.label, 0) + 1
+            for entity in ner["entities"]:
+                counts[entity["label"]] = counts.get(entity["label"], 0) + 1
             for label, count in counts.items():
                 self.entities.inc(count, tags={"label": label})
-        if result.sentiment is not None:
-            self.verdicts.inc(tags={"label": result.sentiment.label})
-
-
-def window_counts(ner_windows: Sequence[object] | None, sentiment_units: Sequence[object] | None) -> dict[str, int]:
-    """``{task: number of windows}`` for the tasks that ran (``None`` = task not requested)."""
-    counts = {}
-    if ner_windows is not None:
-        counts["ner"] = len(ner_windows)
-    if sentiment_units is not None:
-        counts["sentiment"] = len(sentiment_units)
-    return counts
+        sentiment = outcome.results.get("sentiment")
+        if sentiment is not None:
+            self.verdicts.inc(tags={"label": sentiment["label"]})

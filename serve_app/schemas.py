@@ -125,23 +125,10 @@ class ReadyResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str
-    message: str
+    code: str = Field(description="Stable machine-readable code (see the route's error responses).")
+    message: str = Field(description="What was received and what is allowed.")
+    request_id: str | None = Field(default=None, description="The request's id, as in the server's log.")
 
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
-        400: "Body is not valid JSON or not valid UTF-8.",
-        401: "An API key is configured and the request's is missing or wrong.",
-        413: "Text, batch or body over the configured limits (the message names the limit).",
-        415: "Content type other than application/json.",
-        422: "JSON that does not match the schema, or an empty text.",
-        503: "Overloaded (see Retry-After) or models not ready.",
-        504: "The request exceeded its time limit.",
-    }.items()
-}

@@ -7,8 +7,10 @@ import contextlib
 import time
 
 import httpx
+import numpy as np
 import pytest
 
+from deployments.runtime.rows import TokenRows
 from tests.conftest import deploy_applications, zhserve_application
 
 pytestmark = pytest.mark.serve
@@ -65,6 +67,7 @@ def test_memory_budget_is_enforced(zhserve_url: str) -> None:
     from deployments.server import ItemError
 
     handle = serve.get_deployment_handle("NER", app_name="zhserve")
+    probe = TokenRows.pack([np.arange(5, 11)])
     refusal: ItemError | None = None
     status_503: httpx.Response | None = None
     health_failure = ""
@@ -73,7 +76,7 @@ def test_memory_budget_is_enforced(zhserve_url: str) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (refusal is None or status_503 is None or not health_failure):
             with contextlib.suppress(Exception):  # a replica being taken out may not answer
-                result = handle.predict.remote(["马云在杭州。"]).result(timeout_s=5)
+                result = handle.predict.remote(probe).result(timeout_s=5)[0]
                 if isinstance(result, ItemError):
                     refusal = result
                 response = httpx.post(f"{zhserve_url}/v1/ner", json={"text": "马云在杭州。"}, timeout=5)

@@ -1,20 +1,56 @@
-"""Model-side failures map to the right API errors."""
+"""Model-side failures map to the right API errors, and the OpenAPI error table is complete."""
 
 from __future__ import annotations
 
+import asyncio
+
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+
 from deployments.server import ItemError
-from serve_app.errors import ModelFailureError, OverloadedError
-from serve_app.ingress import _item_error
+from serve_app.errors import (
+    ModelFailureError,
+    ModelsNotReadyError,
+    OverloadedError,
+    RequestTimeoutError,
+    ZhserveError,
+    api_error,
+    error_classes,
+    error_responses,
+    item_error,
+)
+from serve_app.schemas import ErrorResponse
 
 
 def test_retryable_refusal_is_503_with_retry_after() -> None:
-    error = _item_error(ItemError("replica memory 900 MiB is over its budget; retry shortly", retryable=True))
+    error = item_error(ItemError("replica memory 900 MiB is over its budget; retry shortly", retryable=True))
     assert isinstance(error, OverloadedError)
     assert error.status_code == 503 and int(error.headers["Retry-After"]) > 0
     assert "over its budget" in error.message
 
 
 def test_model_failure_is_500_without_internals() -> None:
-    error = _item_error(ItemError("TextTooLongError: text has 600 tokens"))
+    error = item_error(ItemError("the model failed on this window"))
     assert isinstance(error, ModelFailureError) and error.status_code == 500
     assert error.to_body() == {"error": {"code": "model_error", "message": error.message}}
+    assert error.to_body("abc")["error"]["request_id"] == "abc"
+
+
+def test_ray_failures_map_to_api_errors_and_cancellation_passes_through() -> None:
+    assert isinstance(api_error(TimeoutError(), timeout_s=2), RequestTimeoutError)
+    overloaded = api_error(BackPressureError(num_queued_requests=3, max_queued_requests=2), timeout_s=2)
+    assert isinstance(overloaded, OverloadedError) and overloaded.headers["Retry-After"] == "1"
+    assert isinstance(api_error(RayActorError(), timeout_s=2), ModelsNotReadyError)
+    cancelled = asyncio.CancelledError()
+    assert api_error(cancelled, timeout_s=2) is cancelled
+    unknown = KeyError("x")
+    assert api_error(unknown, timeout_s=2) is unknown  # the catch-all logs it and answers 500
+
+
+def test_error_responses_list_every_status_and_code() -> None:
+    responses = error_responses(ErrorResponse)
+    assert sorted(responses) == [400, 401, 404, 405, 413, 415, 422, 500, 503, 504]
+    for cls in error_classes():
+        assert f"`{cls.code}`" in responses[cls.status_code]["description"]
+    assert all(issubclass(cls, ZhserveError) for cls in error_classes())
+    assert sorted(error_responses(ErrorResponse, {503})) == [503]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from deployments.runtime.ner import NerModel
-from deployments.runtime.spans import Entity
+from deployments.runtime.spans import Entity, build_entities
 from serve_app import chunking
 from tests.conftest import REPO_ROOT, embedded_ner
 
@@ -55,8 +55,21 @@ def test_long_document_entities_agree_with_sentence_by_sentence(
     plan = chunking.sentence_units if context == "sentence" else chunking.plan_windows
 
     def analyse(text: str) -> list[Entity]:
-        windows = plan(text, model.tokenizer.count_tokens, max_tokens=model.max_seq_length, overlap_tokens=32)
-        return chunking.merge_entities(text, windows, model.predict([w.text for w in windows]))
+        """As the ingress does: tokenise once, plan on the tokens, tag the windows' rows."""
+        (tokens,) = model.tokenizer.encode([text])
+        windows = plan(text, tokens, max_tokens=model.max_seq_length, overlap_tokens=32)
+        tagged = model.tag([tokens.ids[w.token_start : w.token_end] for w in windows])
+        per_window = [
+            build_entities(
+                text,
+                [model.labels[t] for t in tags.tolist()],
+                tokens.offsets[w.token_start : w.token_end].tolist(),
+                confidences.tolist(),
+                "BIOES",
+            )
+            for w, (tags, confidences) in zip(windows, tagged, strict=True)
+        ]
+        return chunking.merge_entities(text, windows, per_window)
 
     expected: set[tuple[int, int, str]] = set()
     offset = 0
@@ -64,7 +77,8 @@ def test_long_document_entities_agree_with_sentence_by_sentence(
         expected |= {(e.start + offset, e.end + offset, e.label) for e in analyse(sentence)}
         offset += len(sentence)
 
-    windows = plan(document, model.tokenizer.count_tokens, max_tokens=model.max_seq_length, overlap_tokens=32)
+    (document_tokens,) = model.tokenizer.encode([document])
+    windows = plan(document, document_tokens, max_tokens=model.max_seq_length, overlap_tokens=32)
     merged = analyse(document)
     for entity in merged:
         assert document[entity.start : entity.end] == entity.text

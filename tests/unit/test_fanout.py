@@ -1,0 +1,307 @@
+"""The request pipeline without Ray or HTTP: plan → fan out → assemble, with predict coroutines
+that run the real model core on tiny real ONNX models in process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+
+from deployments.runtime.ner import NerModel
+from deployments.runtime.rows import TagRows, TokenRows
+from deployments.runtime.sentiment import SentimentModel
+from deployments.server import ItemError
+from serve_app import fanout
+from serve_app.errors import (
+    EmptyTextError,
+    ModelFailureError,
+    ModelsNotReadyError,
+    OverloadedError,
+    RequestTimeoutError,
+)
+from tests.support.tiny_models import build_tiny_ner, build_tiny_sentiment
+
+LEXICON = {"马云": "PER", "杭州": "LOC", "腾讯公司": "ORG"}
+SETTINGS = fanout.PlanSettings()
+
+
+class FakeModels:
+    """Predict coroutines over the real model core, recording every call they answer."""
+
+    def __init__(self, root: Path) -> None:
+        self.ner_dir = build_tiny_ner(root / "ner", LEXICON, extra_chars="在的了和。好差")
+        self.sentiment_dir = build_tiny_sentiment(root / "sentiment", "好棒", "差烂")
+        self.ner = NerModel.from_model_dir(self.ner_dir)
+        self.sentiment = SentimentModel.from_model_dir(self.sentiment_dir)
+        self.calls: dict[str, list[int]] = {"ner": [], "sentiment": []}
+        self.delay_s = 0.0
+        self.gate: asyncio.Event | None = None
+
+    async def predict_ner(self, rows: TokenRows) -> Any:
+        self.calls["ner"].append(len(rows))
+        await self._wait()
+        return TagRows.pack(self.ner.tag(rows.rows()))
+
+    async def predict_sentiment(self, rows: TokenRows) -> Any:
+        self.calls["sentiment"].append(len(rows))
+        await self._wait()
+        return self.sentiment.probabilities_of_rows(rows.rows())
+
+    async def _wait(self) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        await asyncio.sleep(self.delay_s)
+
+    def served(self) -> dict[fanout.Task, fanout.ServedModel]:
+        return {
+            "ner": fanout.ServedModel.from_dir(str(self.ner_dir)),
+            "sentiment": fanout.ServedModel.from_dir(str(self.sentiment_dir)),
+        }
+
+    def pipeline(
+        self,
+        *,
+        group_size: int = 16,
+        calls_in_flight: int = 2,
+        ner: Callable[[TokenRows], Awaitable[Any]] | None = None,
+        sentiment: Callable[[TokenRows], Awaitable[Any]] | None = None,
+    ) -> fanout.Pipeline:
+        clients: dict[fanout.Task, fanout.ModelClient] = {
+            "ner": fanout.ModelClient(ner or self.predict_ner, group_size=group_size, calls_in_flight=calls_in_flight),
+            "sentiment": fanout.ModelClient(
+                sentiment or self.predict_sentiment, group_size=group_size, calls_in_flight=calls_in_flight
+            ),
+        }
+        return fanout.Pipeline(fanout.Planner(self.served()), clients)
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> FakeModels:
+    return FakeModels(tmp_path)
+
+
+async def analyze(pipeline: fanout.Pipeline, texts: list[str], timeout_s: float = 10) -> list[fanout.Outcome]:
+    plans = [pipeline.planner.plan(text, ["ner", "sentiment"], SETTINGS) for text in texts]
+    return await pipeline.analyze_plans(plans, timeout_s)
+
+
+def spans(outcome: fanout.Outcome) -> list[tuple[str, str, int, int]]:
+    return [(e["text"], e["label"], e["start"], e["end"]) for e in outcome.results["ner"]["entities"]]
+
+
+def test_one_text_is_analysed_with_exact_offsets(models: FakeModels) -> None:
+    text = "😀马云在杭州。腾讯公司好棒"
+    (outcome,) = asyncio.run(analyze(models.pipeline(), [text]))
+    assert spans(outcome) == [("马云", "PER", 1, 3), ("杭州", "LOC", 4, 6), ("腾讯公司", "ORG", 7, 11)]
+    sentiment = outcome.results["sentiment"]
+    assert sentiment["label"] == "positive" and sentiment["model"] == "tiny-sentiment@0.0.1"
+    assert sentiment["sentences"] == [{"start": 0, "end": len(text), "label": "positive", "score": sentiment["score"]}]
+    assert models.calls == {"ner": [2], "sentiment": [1]}  # two sentences: one NER call carries both
+
+
+def test_a_batch_of_64_texts_is_a_handful_of_calls_in_request_order(models: FakeModels) -> None:
+    texts = [f"{'和' * (i % 5)}马云在杭州{'好' if i % 2 else '差'}" for i in range(64)]
+    pipeline = models.pipeline(group_size=16, calls_in_flight=2)
+    outcomes = asyncio.run(analyze(pipeline, texts))
+    for text, outcome in zip(texts, outcomes, strict=True):
+        start = text.index("马云")
+        assert spans(outcome) == [("马云", "PER", start, start + 2), ("杭州", "LOC", start + 3, start + 5)]
+        assert outcome.results["sentiment"]["label"] == ("positive" if text.endswith("好") else "negative")
+    assert models.calls == {"ner": [16, 16, 16, 16], "sentiment": [16, 16, 16, 16]}
+
+
+def test_concurrent_requests_share_calls_and_never_exceed_the_limits(models: FakeModels) -> None:
+    models.delay_s = 0.01
+    pipeline = models.pipeline(group_size=8, calls_in_flight=2)
+    in_flight = {"now": 0, "most": 0}
+    original = models.predict_ner
+
+    async def counting(rows: TokenRows) -> Any:
+        in_flight["now"] += 1
+        in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        try:
+            return await original(rows)
+        finally:
+            in_flight["now"] -= 1
+
+    pipeline.clients["ner"]._predict = counting
+
+    async def many() -> list[list[fanout.Outcome]]:
+        return await asyncio.gather(*(analyze(pipeline, [f"马云{'在' * (i % 10)}杭州"]) for i in range(40)))
+
+    results = asyncio.run(many())
+    for i, (outcome,) in enumerate(results):
+        assert spans(outcome)[1] == ("杭州", "LOC", 2 + i % 10, 4 + i % 10)
+    assert in_flight["most"] == 2
+    assert max(models.calls["ner"]) == 8 and sum(models.calls["ner"]) == 40
+    assert len(models.calls["ner"]) <= 8  # 40 windows travelled in a handful of calls, not 40
+
+
+def test_a_text_with_nothing_to_analyse_is_refused(models: FakeModels) -> None:
+    pipeline = models.pipeline()
+    for text in ["", "  \n", "\u200b\u200b", "\x00"]:
+        with pytest.raises(EmptyTextError):
+            pipeline.planner.plan(text, ["ner"], SETTINGS)
+
+
+def test_a_failed_row_fails_only_its_own_request(models: FakeModels) -> None:
+    """Rows of two requests share a call; the replica reports one row failed."""
+
+    poison = int(models.ner.tokenizer.encode(["马"])[0].ids[0])
+    sizes: list[int] = []
+
+    async def poisoned_row_fails(rows: TokenRows) -> Any:
+        sizes.append(len(rows))
+        answers: list[Any] = models.ner.tag(rows.rows())
+        return [ItemError("the model failed on this window") if row[0] == poison else answer
+                for row, answer in zip(rows.rows(), answers, strict=True)]  # fmt: skip
+
+    pipeline = models.pipeline(ner=poisoned_row_fails, sentiment=models.predict_sentiment, calls_in_flight=1)
+    plans = [pipeline.planner.plan(text, ["ner"], SETTINGS) for text in ("马云", "杭州")]
+
+    async def both() -> list[Any]:
+        # One submission for both texts, as a batch or two requests queued together would be.
+        first, second = pipeline._submit(plans)
+        return await asyncio.gather(
+            pipeline._collect(first["ner"], 10), pipeline._collect(second["ner"], 10), return_exceptions=True
+        )
+
+    first, second = asyncio.run(both())
+    assert sizes == [2]  # both rows in one call
+    assert isinstance(first, ModelFailureError) and "logged" in first.message
+    tags, _ = second[0]
+    assert [models.ner.labels[t] for t in tags] == ["B-LOC", "E-LOC"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (BackPressureError(num_queued_requests=9, max_queued_requests=8), OverloadedError),
+        (RayActorError(), ModelsNotReadyError),
+        (ItemError("replica memory 900 MiB is over its budget; retry shortly", retryable=True), OverloadedError),
+    ],
+)
+def test_call_failures_become_api_errors(models: FakeModels, failure: Any, error: type[Exception]) -> None:
+    async def failing(rows: TokenRows) -> Any:
+        if isinstance(failure, ItemError):
+            return [failure] * len(rows)
+        raise failure
+
+    pipeline = models.pipeline(sentiment=failing)
+    with pytest.raises(error) as raised:
+        asyncio.run(analyze(pipeline, ["马云在杭州"]))
+    if isinstance(raised.value, OverloadedError):
+        assert int(raised.value.headers["Retry-After"]) >= 1
+
+
+def test_a_timeout_cancels_queued_and_running_calls(models: FakeModels) -> None:
+    async def scenario() -> tuple[int, int]:
+        models.gate = asyncio.Event()  # calls never finish on their own
+        pipeline = models.pipeline(group_size=1, calls_in_flight=1)
+        with pytest.raises(RequestTimeoutError):
+            await analyze(pipeline, ["马云。杭州。腾讯公司。"], timeout_s=0.05)
+        await asyncio.sleep(0)
+        client = pipeline.clients["ner"]
+        return client.queued, client.in_flight
+
+    queued, in_flight = asyncio.run(scenario())
+    # The queued rows were dropped unsent and the running call was cancelled.
+    assert (queued, in_flight) == (0, 0)
+    assert models.calls["ner"] == [1]
+
+
+def test_a_call_still_wanted_by_another_request_is_not_cancelled(models: FakeModels) -> None:
+    async def scenario() -> list[tuple[str, str, int, int]]:
+        models.gate = asyncio.Event()
+        pipeline = models.pipeline(group_size=16, calls_in_flight=1)
+        plans = [pipeline.planner.plan(text, ["ner"], SETTINGS) for text in ("马云", "杭州")]
+        # Both texts ride in one call; the first request gives up, the second still wants it.
+        first, second = pipeline._submit(plans)
+        with pytest.raises(RequestTimeoutError):
+            await pipeline._collect(first["ner"], 0.05)
+        assert models.gate is not None
+        models.gate.set()
+        answers = await pipeline._collect(second["ner"], 10)
+        return spans(pipeline._assemble(plans[1], {"ner": answers}))
+
+    assert asyncio.run(scenario()) == [("杭州", "LOC", 0, 2)]
+    assert models.calls["ner"] == [2]
+
+
+def test_stream_events_end_in_the_same_result_and_an_early_close_cancels(models: FakeModels) -> None:
+    text = "马云在杭州。腾讯公司好。差。"
+
+    async def scenario() -> tuple[list[dict[str, Any]], fanout.Outcome, int]:
+        pipeline = models.pipeline(group_size=1, calls_in_flight=1)
+        plan = pipeline.planner.plan(text, ["ner", "sentiment"], SETTINGS)
+        events = [event async for event in pipeline.stream(plan, 10)]
+        (outcome,) = await pipeline.analyze_plans([plan], 10)
+        # Now a reader that leaves after the first window: the rest must be cancelled.
+        models.delay_s = 0.05
+        stream = pipeline.stream(plan, 10)
+        assert (await anext(stream))["event"] == "start"
+        assert (await anext(stream))["event"] == "window"
+        await stream.aclose()
+        await asyncio.sleep(0.01)  # the cancelled call unwinds
+        return events, outcome, pipeline.clients["ner"].queued + pipeline.clients["ner"].in_flight
+
+    events, outcome, left = asyncio.run(scenario())
+    assert events[0] == {
+        "event": "start",
+        "length": len(text),
+        "tasks": ["ner", "sentiment"],
+        "windows": {"ner": 3, "sentiment": 1},
+    }
+    windows = [event for event in events if event["event"] == "window"]
+    assert [event["done"] for event in windows] == [1, 2, 3, 4] and all(e["total"] == 4 for e in windows)
+    for event in windows:
+        for entity in event.get("entities", []):
+            assert text[entity["start"] : entity["end"]] == entity["text"]
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    assert summary["ner"] == outcome.results["ner"] and summary["sentiment"] == outcome.results["sentiment"]
+    assert left == 0
+
+
+def test_a_stream_failure_raises_an_api_error(models: FakeModels) -> None:
+    async def failing(rows: TokenRows) -> Any:
+        raise BackPressureError(num_queued_requests=1, max_queued_requests=1)
+
+    async def scenario() -> list[str]:
+        pipeline = models.pipeline(ner=failing)
+        plan = pipeline.planner.plan("马云", ["ner"], SETTINGS)
+        seen = []
+        with pytest.raises(OverloadedError):
+            async for event in pipeline.stream(plan, 10):
+                seen.append(event["event"])
+        return seen
+
+    assert asyncio.run(scenario()) == ["start"]
+
+
+def test_models_with_one_tokenizer_share_one_encoding(models: FakeModels, monkeypatch: pytest.MonkeyPatch) -> None:
+    served = models.served()
+    # Same tokenizer file and settings: one key, one encoding per text.
+    same = {task: fanout.ServedModel(m.manifest, served["ner"].tokenizer, "shared") for task, m in served.items()}
+    calls: list[int] = []
+    original = served["ner"].tokenizer.encode
+
+    def counting(texts: list[str]) -> Any:
+        calls.append(len(texts))
+        return original(texts)
+
+    monkeypatch.setattr(served["ner"].tokenizer, "encode", counting)
+    fanout.Planner(same).plan("马云在杭州", ["ner", "sentiment"], SETTINGS)
+    assert calls == [1]
+    assert served["ner"].tokenizer_key != served["sentiment"].tokenizer_key  # different vocabularies here
+
+
+def test_split_answer_rejects_a_wrong_row_count() -> None:
+    with pytest.raises(RuntimeError, match="answered 2 rows for a call of 3"):
+        fanout.split_answer(np.zeros((2, 2)), 3)
