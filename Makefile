@@ -25,7 +25,7 @@ setup-test: $(STAMP)-test
 
 ## Serve the embedded models at http://127.0.0.1:8000 (UI at /, API docs at /docs). Ctrl+C stops.
 run: setup
-	RAY_USAGE_STATS_ENABLED=0 $(BIN)/serve run serve_config.yaml
+	$(BIN)/python -m serve_app.launch run serve_config.yaml
 
 ## Everything CI runs: lint, unit, Serve (real local cluster), export, training and browser tests.
 test: setup-test

@@ -37,13 +37,13 @@ class IngressConfig(BaseModel):
     window_group_size: int = Field(
         default=16, ge=1, le=256, description="Most windows one model call carries (of any requests)"
     )
-    model_calls_in_flight: int = Field(
-        default=4,
+    model_calls_per_replica: int = Field(
+        default=2,
         ge=1,
-        le=256,
+        le=64,
         description=(
-            "Most calls outstanding per model; further windows queue in the ingress and travel together "
-            "in the next call (about 2 per model replica keeps every replica busy)"
+            "Most calls outstanding per model replica (one computing, one queued keeps a replica busy); "
+            "further windows queue in the ingress and travel together in the next call"
         ),
     )
     api_key: str | None = Field(default=None, description="If set, /v1/* requires 'Authorization: Bearer <key>'")

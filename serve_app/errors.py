@@ -207,30 +207,34 @@ def install_error_handlers(app: FastAPI, request_id: Any = None) -> None:
     def identify(request: Request) -> str | None:
         return request_id(request) if request_id is not None else None
 
+    def answer(request: Request, error: ZhserveError) -> JSONResponse:
+        request.scope["zhserve.error_code"] = error.code  # for the request metrics (serve_app.metrics)
+        return error_response(error, identify(request))
+
     @app.exception_handler(ZhserveError)
     async def _domain(request: Request, exc: ZhserveError) -> JSONResponse:
-        return error_response(exc, identify(request))
+        return answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(error.get("type") == "json_invalid" for error in errors):
-            return error_response(InvalidJSONError("request body is not valid JSON"), identify(request))
-        return error_response(SchemaValidationError(describe_validation_errors(errors)), identify(request))
+            return answer(request, InvalidJSONError("request body is not valid JSON"))
+        return answer(request, SchemaValidationError(describe_validation_errors(errors)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # FastAPI raises this when the body cannot even be decoded (e.g. not UTF-8).
-            return error_response(InvalidEncodingError("request body is not valid UTF-8 JSON"), identify(request))
+            return answer(request, InvalidEncodingError("request body is not valid UTF-8 JSON"))
         if exc.status_code == 404:
-            return error_response(NotFoundError("no such endpoint; see /docs"), identify(request))
+            return answer(request, NotFoundError("no such endpoint; see /docs"))
         if exc.status_code == 405:
-            return error_response(MethodNotAllowedError("method not allowed on this route"), identify(request))
+            return answer(request, MethodNotAllowedError("method not allowed on this route"))
         logger.warning("HTTP error %d: %s", exc.status_code, exc.detail)
-        return error_response(ZhserveError("internal error; it has been logged"), identify(request))
+        return answer(request, ZhserveError("internal error; it has been logged"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error (request %s)", identify(request))
-        return error_response(ZhserveError("internal error; it has been logged"), identify(request))
+        return answer(request, ZhserveError("internal error; it has been logged"))

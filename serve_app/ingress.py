@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
+from ray.serve._private.common import ReplicaState
 from ray.serve.handle import DeploymentHandle
 
 from deployments.runtime.rows import TokenRows
@@ -49,7 +50,7 @@ from serve_app.errors import (
     error_responses,
     install_error_handlers,
 )
-from serve_app.metrics import IngressMetrics
+from serve_app.metrics import IngressMetrics, RequestMetricsMiddleware
 from serve_app.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -104,6 +105,9 @@ app = FastAPI(
     redoc_url=None,
 )
 install_error_handlers(app, _request_id)
+API_ROUTES = frozenset({"/v1/ner", "/v1/sentiment", "/v1/analyze", "/v1/analyze/stream", "/v1/batch", "/v1/models",
+                        "/healthz", "/readyz", "/docs", "/openapi.json"})  # fmt: skip
+app.add_middleware(RequestMetricsMiddleware, routes=API_ROUTES)
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -227,21 +231,48 @@ class Ingress:
             task: fanout.ModelClient(
                 functools.partial(_predict, handle),
                 group_size=self.config.window_group_size,
-                calls_in_flight=self.config.model_calls_in_flight,
+                calls_in_flight=self.config.model_calls_per_replica,
             )
             for task, handle in self.handles.items()
         }
         self.pipeline = fanout.Pipeline(fanout.Planner(self.models), self.clients)
+        self.replicas: dict[fanout.Task, int] = {}
+        self._follower: asyncio.Future[None] | None = None
         self.metrics = IngressMetrics()
+        app.state.metrics = self.metrics
         app.state.config = self.config
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.config = IngressConfig.model_validate(user_config or {})
-        for client in self.clients.values():
-            client.configure(
-                group_size=self.config.window_group_size, calls_in_flight=self.config.model_calls_in_flight
-            )
+        self._size_clients()
         app.state.config = self.config
+
+    def _size_clients(self) -> None:
+        """Calls in flight per model: ``model_calls_per_replica`` for each running replica."""
+        for task, client in self.clients.items():
+            replicas = max(1, self.replicas.get(task, 1))
+            client.configure(
+                group_size=self.config.window_group_size, calls_in_flight=self.config.model_calls_per_replica * replicas
+            )
+
+    async def _follow_replicas(self) -> None:
+        """Keep the clients sized to the models' running replicas as they scale (every 2 s)."""
+        names = {task: handle.deployment_name for task, handle in self.handles.items()}
+        while True:
+            try:
+                status = await asyncio.to_thread(serve.status)
+                application = status.applications[self.handles["ner"].app_name]
+                for task, name in names.items():
+                    states = application.deployments[name].replica_states
+                    self.replicas[task] = int(states.get(ReplicaState.RUNNING, 0))
+                self._size_clients()
+            except Exception:  # the controller busy or restarting: keep the last sizes
+                logger.debug("replica counts unavailable", exc_info=True)
+            await asyncio.sleep(2)
+
+    def _ensure_following(self) -> None:
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.ensure_future(self._follow_replicas())
 
     # ---------------------------------------------------------------- the pipeline
 
@@ -250,6 +281,7 @@ class Ingress:
         return fanout.PlanSettings(ner_context=config.ner_context, overlap_tokens=config.window_overlap_tokens)
 
     async def _analyze(self, text: str, tasks: list[fanout.Task]) -> fanout.Outcome:
+        self._ensure_following()
         _check_text(text, self.config)
         plan = await self.pipeline.planner.plan_async(text, tasks, self._settings())
         (outcome,) = await self.pipeline.analyze_plans([plan], self.config.request_timeout_s)
@@ -300,6 +332,7 @@ class Ingress:
         """Analyse many texts at once; results come back in request order. The windows of all
         texts share the model calls, so a batch of short texts is a handful of calls."""
         started = time.perf_counter()
+        self._ensure_following()
         config = self.config
         body = _parse(BatchRequest, await _read_body(request, config))
         if len(body.texts) > config.max_batch_texts:

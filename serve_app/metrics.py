@@ -4,13 +4,16 @@ import time."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ray.serve.metrics import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from serve_app.fanout import Outcome
 
+LATENCY_BOUNDARIES_MS = [1.0, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 120_000]
 WINDOW_BOUNDARIES = [1.0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 CHAR_BOUNDARIES = [50.0, 200, 1_000, 5_000, 20_000, 50_000, 100_000, 200_000]
 
@@ -31,10 +34,34 @@ class IngressMetrics:
             boundaries=WINDOW_BOUNDARIES,
             tag_keys=("task",),
         )
+        # Per route and status: with HAProxy in front, Serve's own HTTP metrics carry only the
+        # application's route prefix, not the API route.
+        self.requests = Counter(
+            "zhserve_http_requests",
+            description="HTTP requests answered, by API route and status code.",
+            tag_keys=("route", "status_code"),  # type: ignore[arg-type]  # Ray annotates Tuple[str]
+        )
+        self.errors = Counter(
+            "zhserve_http_errors",
+            description="Error responses, by API route and error code (the body's error.code).",
+            tag_keys=("route", "code"),  # type: ignore[arg-type]  # Ray annotates Tuple[str]
+        )
+        self.latency = Histogram(
+            "zhserve_http_request_latency_ms",
+            description="Time from request to the end of the response (a stream's last line), by route.",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("route",),
+        )
         self.entities = Counter("zhserve_entities", description="Entities returned, by label.", tag_keys=("label",))
         self.verdicts = Counter(
             "zhserve_sentiment_verdicts", description="Document sentiment labels returned.", tag_keys=("label",)
         )
+
+    def observe_request(self, route: str, status: int, code: str | None, elapsed_ms: float) -> None:
+        self.requests.inc(tags={"route": route, "status_code": str(status)})
+        self.latency.observe(elapsed_ms, tags={"route": route})
+        if code is not None:
+            self.errors.inc(tags={"route": route, "code": code})
 
     def observe(self, outcome: Outcome) -> None:
         text = outcome.plan.text
@@ -52,3 +79,42 @@ class IngressMetrics:
         sentiment = outcome.results.get("sentiment")
         if sentiment is not None:
             self.verdicts.inc(tags={"label": sentiment["label"]})
+
+
+ERROR_CODE_KEY = "zhserve.error_code"
+"""Where the error handlers leave the code of the error they answered (in the ASGI scope)."""
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware: counts each answered request by route and status, and its latency.
+
+    The metrics object comes from ``app.state.metrics`` (created in the replica, never at import
+    time); route labels are the API's routes, anything else is ``ui`` or ``other``.
+    """
+
+    def __init__(self, app: ASGIApp, routes: frozenset[str]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        owner = scope.get("app")
+        metrics: IngressMetrics | None = getattr(owner.state, "metrics", None) if owner is not None else None
+        if scope["type"] != "http" or metrics is None:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path if path in self.routes else ("ui" if path == "/" or path.startswith("/ui/") else "other")
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            code = scope.get(ERROR_CODE_KEY)
+            metrics.observe_request(route, status, code, (time.perf_counter() - started) * 1000)

@@ -65,7 +65,12 @@ def ray_cluster() -> Iterator[None]:
     import ray
     from ray import serve
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from serve_app.launch import fast_path_environment
+
+    # The cluster runs with the environment `make run` gives it: Serve's fast path and HAProxy.
+    environment, notes = fast_path_environment(os.environ, local=True)
+    os.environ.update(environment)
+    print("\n".join(notes))
     # 4 logical CPUs on a 2-core box: room for a second application (the exported-twin test)
     # beside the main one; Ray CPUs are scheduling units, ONNX threads are set per replica.
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)

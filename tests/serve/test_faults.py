@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -84,3 +85,48 @@ def test_killed_ner_replica_loses_no_request(zhserve_url: str) -> None:
     during = [sent for sent, *_ in results if killed_at - 1 <= sent <= recovered_at]
     assert during, "no request was in flight while the replica was down"
     assert httpx.get(f"{zhserve_url}/readyz", timeout=30).status_code == 200
+
+
+def _haproxy_processes() -> dict[int, int]:
+    """HAProxy processes on this machine: pid → parent pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if command.endswith(b"/haproxy"):
+            found[int(entry.name)] = parent
+    return found
+
+
+def test_haproxy_ends_with_its_manager_and_the_port_is_taken_again(zhserve_url: str) -> None:
+    """`ray stop --force` SIGKILLs Serve's HAProxy manager; its HAProxy must not outlive it and
+    hold the port (the next start failed on it). Killing the manager here the same way: its
+    HAProxy ends, Serve starts a new manager, and the new HAProxy serves the same port."""
+    import os
+    import signal
+
+    processes = _haproxy_processes()
+    assert processes, "the test cluster runs no HAProxy: the fast path is off"
+    managers = set(processes.values())
+    for manager in managers:
+        os.kill(manager, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(_haproxy_processes()) & set(processes):
+        time.sleep(0.1)
+    assert not set(_haproxy_processes()) & set(processes), "HAProxy outlived its killed manager"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"{zhserve_url}/v1/ner", json={"text": NEWS}, timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail("the service did not answer on its port again within 120 s")
+    assert set(_haproxy_processes().values()).isdisjoint(managers)

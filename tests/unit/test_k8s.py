@@ -49,3 +49,19 @@ def test_serve_config_v2_is_a_valid_serve_config_mirroring_the_local_one(rayserv
             assert dep.max_ongoing_requests >= batch, f"{dep.name}: batches could never fill"
     assert Path(cluster_app.args["ner_model"]).is_absolute()
     assert local.http_options.host == "127.0.0.1"  # loopback only on one box
+
+
+def test_every_pod_runs_serves_fast_path(rayservice: dict[str, Any]) -> None:
+    """The fast path is Ray's environment, read when a node starts: head and workers both set it,
+    and the image's HAProxy wrapper (which ends HAProxy with its parent) is the binary Serve runs."""
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        (container,) = template["spec"]["containers"]
+        env = {item["name"]: item["value"] for item in container["env"]}
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/app/bin/zhserve-haproxy"
+    dockerfile = (REPO_ROOT / "k8s" / "Dockerfile").read_text(encoding="utf-8")
+    assert "RAY_SERVE_HAPROXY_BINARY_PATH=/app/bin/zhserve-haproxy" in dockerfile
+    assert yaml.safe_load(rayservice["spec"]["serveConfigV2"])["logging_config"]["enable_access_log"] is False
+    assert load(REPO_ROOT / "serve_config.yaml")["logging_config"]["enable_access_log"] is False
