@@ -18,6 +18,10 @@ $(STAMP)-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test,train,export]"
 	touch $@ $(STAMP)-serve
 
+$(STAMP)-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test,train,export,bench]"
+	touch $@ $(STAMP)-test $(STAMP)-serve
+
 setup: $(STAMP)-serve
 
 setup-test: $(STAMP)-test
@@ -41,8 +45,10 @@ lint: setup-test
 train: setup-test
 	$(BIN)/zhserve-train --data ../shared/data --out models
 
-bench: setup-test
-	$(BIN)/python load_tests/bench_long_documents.py
+## zhserve against the seed design and the in-process limit, side by side; writes BENCHMARKS.md (~45 min).
+bench: $(STAMP)-bench
+	scripts/install-test-deps.sh wrk
+	$(BIN)/python load_tests/bench.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache .mypy_cache

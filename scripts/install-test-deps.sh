@@ -6,7 +6,12 @@
 # nothing when all are already installed.
 set -euo pipefail
 
-packages=(chromium fonts-noto-cjk fonts-noto-color-emoji prometheus)
+# With arguments it installs those packages instead (`make bench` asks for wrk).
+if [ "$#" -gt 0 ]; then
+    packages=("$@")
+else
+    packages=(chromium fonts-noto-cjk fonts-noto-color-emoji prometheus)
+fi
 
 missing=()
 for package in "${packages[@]}"; do

@@ -20,8 +20,8 @@ from serve_app.ingress import Ingress
 # overrides any of them per deployment.
 MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "max_ongoing_requests": 64,  # must be ≥ max_batch_size or batches never fill
-    "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 32},
-    "ray_actor_options": {"num_cpus": 0.5, "memory": 1 << 30},
+    "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
+    "ray_actor_options": {"num_cpus": 0.4, "memory": 1 << 30},  # 0.25 + 2 × 2 × 0.4 fits 2 cores
     "health_check_period_s": 10,
 }
 

@@ -64,6 +64,11 @@ class AppArgs(BaseModel):
         default=1, ge=1, le=64, description="ONNX Runtime threads per model replica (match its num_cpus)"
     )
     ui_dir: Path = Field(default=UI_DIR, description="Static web UI served at /")
+    handle_serialization: Literal["pickle", "cloudpickle"] = Field(
+        default="pickle",
+        description="How the ingress's model calls are serialised: the calls carry plain arrays of importable "
+        "classes, which the standard pickle handles without cloudpickle's per-object module search",
+    )
     ner_config: BatchConfig = Field(
         default_factory=BatchConfig,
         description="The NER deployment's initial user_config (serve_config.yaml's user_config overrides it)",

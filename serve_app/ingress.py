@@ -217,9 +217,11 @@ class Ingress:
 
     def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, settings: AppArgs | None = None) -> None:
         settings = settings or AppArgs()
+        wire = settings.handle_serialization  # pickle by default: measured in load_tests/bench.py
+        call = {"method_name": "predict", "request_serialization": wire, "response_serialization": wire}
         self.handles: dict[fanout.Task, DeploymentHandle] = {
-            "ner": ner.options(method_name="predict"),
-            "sentiment": sentiment.options(method_name="predict"),
+            "ner": ner.options(**call),
+            "sentiment": sentiment.options(**call),
         }
         self.models: dict[fanout.Task, fanout.ServedModel] = {
             "ner": fanout.ServedModel.from_dir(str(settings.ner_model)),

@@ -1,0 +1,687 @@
+"""`make bench`: zhserve against the design it replaced and against its own limit, in one run.
+
+    .venv/bin/python load_tests/bench.py [--seconds 15] [--clients 1,4,16] [--sections ...] [--out BENCHMARKS.md]
+
+Sections (all by default, in this order; figures in one run are measured side by side):
+
+- ``limit``: the model core in process, N processes × 1 intra-op thread, batches of 16 — the
+  most the machine can compute, per model and both.
+- ``seed``: the Flask design zhserve replaced on the same model directories (Flask
+  ``threaded=True`` + one global lock + one inference per request), and its gunicorn 2-worker
+  variant; routes ``/ner``, ``/predict``, ``/analyze``.
+- ``zhserve``: started exactly as ``make run`` starts it (``serve_app.launch run serve_config.yaml``);
+  ``/v1/ner``, ``/v1/sentiment``, ``/v1/analyze``, ``/v1/batch`` (64 texts, NER) at each client count.
+- ``levers``: each setting that cuts per-request cost, switched off (or varied) one at a time
+  against the default: access log, HAProxy, the throughput-optimised mode, proxy location, log
+  level, the replicas' CPU layout and how many calls the ingress keeps in flight.
+- ``base``: production size, BERT-base INT8 shape twins (``zhserve-models twin --size base`` →
+  export), served by zhserve and by the seed design, and the seed as it really ran: the twins'
+  FP32 PyTorch weights behind Flask + lock.
+- ``memory``: idle PSS of the whole local stack, RSS per replica, cold start to a first correct
+  answer, and the time ``Ctrl+C`` takes to leave nothing behind.
+
+The load generator is ``wrk`` (Debian package; compiled, one thread, keep-alive), so the client
+does not steal the CPU it measures; its own CPU time is reported. Loopback only. This is a
+script, never a test: it fails on nothing but a broken service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+
+# Four short news sentences and four reviews: the mix every route is measured with.
+SENTENCES = [
+    "2024年3月，马云在杭州阿里巴巴总部会见了来自北京大学的李明教授。",
+    "国务院总理李克强在北京人民大会堂会见了法国总统马克龙。",
+    "新华社上海电，复旦大学今天举行了第十届国际学术研讨会。",
+    "中国足球队在广州天河体育场以二比一战胜了日本队。",
+    "这家酒店的服务很贴心，房间干净，下次还会再来。",
+    "手机电池不耐用，屏幕还有划痕，非常失望。",
+    "快递很快，包装完好，书的质量也不错。",
+    "房间太小了，隔音很差，晚上根本睡不着。",
+]
+BATCH_TEXTS = 64
+GOLDEN = ("马云", "PER", 8, 10)
+
+
+# ------------------------------------------------------------------------------------------
+# Load generation
+
+
+@dataclass
+class Point:
+    label: str
+    clients: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    wrk_cpu_s: float
+    items_per_request: int = 1
+
+    @property
+    def items_per_s(self) -> float:
+        return self.rps * self.items_per_request
+
+
+def _lua(path: Path, bodies: Sequence[str]) -> None:
+    quoted = ",\n".join("  " + json.dumps(body, ensure_ascii=False) for body in bodies)
+    path.write_text(
+        "local bodies = {\n" + quoted + "\n}\nlocal i = 0\n"
+        "request = function()\n  i = i + 1\n"
+        '  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[(i % #bodies) + 1])\n'
+        "end\n",
+        encoding="utf-8",
+    )
+
+
+def scripts(work: Path) -> dict[str, Path]:
+    """wrk scripts: one text per request (``text``) and a 64-text NER batch (``batch``)."""
+    paths = {"text": work / "text.lua", "batch": work / "batch.lua"}
+    _lua(paths["text"], [json.dumps({"text": s}, ensure_ascii=False) for s in SENTENCES])
+    texts = [SENTENCES[i % len(SENTENCES)] for i in range(BATCH_TEXTS)]
+    _lua(paths["batch"], [json.dumps({"texts": texts, "tasks": ["ner"]}, ensure_ascii=False)])
+    return paths
+
+
+def _duration_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def wrk(url: str, script: Path, clients: int, seconds: float, label: str, items: int = 1) -> Point:
+    """One load level: ``clients`` keep-alive connections for ``seconds``, one wrk thread."""
+    command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--latency", "--timeout", "60s", "-s", str(script), url]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    out = process.stdout.read() if process.stdout else ""
+    if status != 0:
+        raise RuntimeError(f"wrk failed: {out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _duration_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _duration_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    point = Point(label, clients, rps, p50, p99, errors, requests, usage.ru_utime + usage.ru_stime, items)
+    print(
+        f"  {label:<44} {clients:>3} clients: {point.items_per_s:8.1f}/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms"
+        f"  errors {errors}  (wrk CPU {point.wrk_cpu_s:.1f} s)",
+        flush=True,
+    )
+    return point
+
+
+# ------------------------------------------------------------------------------------------
+# Processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """No socket listens on ``port`` (connections left in TIME_WAIT do not count)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return False
+    return True
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def command_line(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    return ""
+
+
+def memory_kib(pid: int, key: str) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def leftovers() -> list[str]:
+    """Processes a stopped stack must not leave: Ray's and HAProxy."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            line = command_line(int(entry.name))
+            if re.search(r"(^|/)(raylet|gcs_server|haproxy)\b|^ray::", line):
+                found.append(f"{entry.name} {line[:80]}")
+    return found
+
+
+@dataclass
+class Service:
+    """A server started as a subprocess in its own process group; ``stop`` sends SIGINT (Ctrl+C)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    started: float
+    port: int
+    ready_s: float = 0.0
+
+    def stop(self, timeout_s: float = 90) -> float:
+        began = time.perf_counter()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"  ! {self.name} did not stop within {timeout_s:g} s after SIGINT; killing it", flush=True)
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        return time.perf_counter() - began
+
+
+def start(name: str, command: list[str], *, env: dict[str, str], ready: Any, port: int, work: Path) -> Service:
+    log = work / f"{name}.log"
+    began = time.perf_counter()
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
+                                   start_new_session=True, preexec_fn=_default_sigint)  # fmt: skip
+    service = Service(name, process, f"http://127.0.0.1:{port}", log, began, port)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited: see {log}\n{log.read_text(errors='replace')[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if ready(service):
+                service.ready_s = time.perf_counter() - began
+                return service
+        time.sleep(0.25)
+    service.stop()
+    raise TimeoutError(f"{name} not ready after 600 s; see {log}")
+
+
+def _golden(url: str) -> bool:
+    response = httpx.post(f"{url}/v1/analyze", json={"text": SENTENCES[0]}, timeout=30)
+    if response.status_code != 200:
+        return False
+    entities = response.json()["ner"]["entities"]
+    return any((e["text"], e["label"], e["start"], e["end"]) == GOLDEN for e in entities)
+
+
+def _default_sigint() -> None:
+    # A shell without job control starts background jobs with SIGINT ignored, and the ignore is
+    # inherited: stopping a service "as Ctrl+C does" needs SIGINT back to its default in the child.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def serve_config(path: Path, port: int, *, args: dict[str, Any] | None = None, overrides: Sequence[str] = ()) -> Path:
+    """serve_config.yaml on another port, with ``args`` and ``overrides`` (``logging.KEY=V``,
+    ``proxy_location=V``, ``DEPLOYMENT.user_config.KEY=V``, ``DEPLOYMENT.FIELD=V``)."""
+    config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+    config["http_options"]["port"] = port
+    (application,) = config["applications"]
+    application["args"] = {key: str(REPO_ROOT / value) if key.endswith("_model") else value
+                           for key, value in application["args"].items()}  # fmt: skip
+    application["args"].update(args or {})
+    deployments = {d["name"]: d for d in application["deployments"]}
+    for override in overrides:
+        key, raw = override.split("=", 1)
+        value = yaml.safe_load(raw)
+        parts = key.split(".")
+        if parts[0] == "args":
+            application["args"][parts[1]] = value
+        elif parts[0] == "logging":
+            config["logging_config"][parts[1]] = value
+        elif parts[0] == "proxy_location":
+            config["proxy_location"] = value
+        else:
+            target: dict[str, Any] = deployments[parts[0]]
+            for part in parts[1:-1]:
+                target = target.setdefault(part, {})
+            target[parts[-1]] = value
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def start_zhserve(name: str, work: Path, *, overrides: Sequence[str] = (), env: dict[str, str] | None = None,
+                  args: dict[str, Any] | None = None) -> Service:  # fmt: skip
+    """zhserve as `make run` starts it: the launcher on a serve config."""
+    for line in leftovers():
+        raise RuntimeError(f"a Ray or HAProxy process is already running ({line}); stop it first")
+    port = free_port()
+    config = serve_config(work / f"{name}.yaml", port, args=args, overrides=overrides)
+    environment = {**os.environ, **(env or {})}
+    environment.pop("RAY_ADDRESS", None)
+    return start(name, [PYTHON, "-m", "serve_app.launch", "run", str(config)], env=environment,
+                 ready=lambda s: _golden(s.url), port=port, work=work)  # fmt: skip
+
+
+def stop_zhserve(service: Service) -> tuple[float, list[str]]:
+    seconds = service.stop()
+    deadline = time.monotonic() + 30
+    left = leftovers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = leftovers()
+    if not port_is_free(service.port):
+        left.append(f"port {service.port} still taken")
+    if left:
+        print(f"  ! left behind after stopping {service.name}: {left}", flush=True)
+    return seconds, left
+
+
+def start_seed(name: str, work: Path, *, gunicorn: bool = False, extra: dict[str, str] | None = None) -> Service:
+    port = free_port()
+    env = {**os.environ, **(extra or {})}
+    if gunicorn:
+        command = [str(BIN / "gunicorn"), "-w", "2", "--threads", "8", "-b", f"127.0.0.1:{port}",
+                   "--log-level", "warning", "load_tests.seed_design:create_app()"]  # fmt: skip
+    else:
+        command = [PYTHON, "load_tests/seed_design.py", "--port", str(port)]
+        if extra and "SEED_NER_SOURCE" in extra:
+            command += ["--ner-source", extra["SEED_NER_SOURCE"], "--sentiment-source", extra["SEED_SENTIMENT_SOURCE"]]
+
+    def ready(service: Service) -> bool:
+        response = httpx.post(f"{service.url}/ner", json={"text": SENTENCES[0]}, timeout=30)
+        return response.status_code == 200
+
+    return start(name, command, env=env, ready=ready, port=port, work=work)
+
+
+# ------------------------------------------------------------------------------------------
+# The limit: the model core in process
+
+
+def _core_worker(kind: str, ner_dir: str, sentiment_dir: str, seconds: float, queue: Any) -> None:
+    from deployments.runtime.ner import NerModel
+    from deployments.runtime.sentiment import SentimentModel
+
+    models = []
+    if kind in ("ner", "both"):
+        models.append(NerModel.from_model_dir(ner_dir, intra_op_threads=1))
+    if kind in ("sentiment", "both"):
+        models.append(SentimentModel.from_model_dir(sentiment_dir, intra_op_threads=1))
+    batch = [SENTENCES[i % len(SENTENCES)] for i in range(16)]
+    for model in models:
+        model.predict(batch)
+    texts, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        for model in models:
+            model.predict(batch)
+        texts += len(batch)
+    queue.put(texts / (time.perf_counter() - began))
+
+
+def core_limit(kind: str, processes: int, seconds: float, ner_dir: Path, sentiment_dir: Path) -> float:
+    """Texts per second of ``processes`` processes running the model core on batches of 16."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_core_worker, args=(kind, str(ner_dir), str(sentiment_dir), seconds, queue))
+               for _ in range(processes)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    rates = [queue.get(timeout=seconds + 300) for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(rates)
+
+
+# ------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+
+    def table(self, title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> None:
+        print(f"\n{title}\n" + (f"{note}\n" if note else ""), flush=True)
+        self.lines += [f"### {title}", ""] + ([note, ""] if note else [])
+        self.lines.append("| " + " | ".join(header) + " |")
+        self.lines.append("|" + "---|" * len(header))
+        for row in rows:
+            self.lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+        self.lines.append("")
+        widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=False)]
+        for row in [header, *rows]:
+            print("  " + "  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b > 0 else "–"
+
+
+def idle_share(seconds: float = 2.0) -> float:
+    def read() -> list[int]:
+        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+    before = read()
+    time.sleep(seconds)
+    after = read()
+    deltas = [b - a for a, b in zip(before, after, strict=True)]
+    return (deltas[3] + deltas[4]) / max(1, sum(deltas))
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15, help="duration of each load level")
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--sections", default="limit,seed,zhserve,levers,base,memory")
+    parser.add_argument("--out", default=str(REPO_ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    options = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("error: wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
+    sections = options.sections.split(",")
+    clients = [int(c) for c in options.clients.split(",")]
+    seconds = options.seconds
+    work = Path(options.work or tempfile.mkdtemp(prefix="zhserve-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    lua = scripts(work)
+    ner_dir, sentiment_dir = REPO_ROOT / "models" / "ner", REPO_ROOT / "models" / "sentiment"
+    report = Report()
+    idle = idle_share()
+    started = dt.datetime.now(dt.UTC)
+    print(f"zhserve benchmark on {machine()}, commit {commit()}; CPU idle before the run: {idle:.0%}", flush=True)
+    if idle < 0.9:
+        print("  ! the machine is busy: other load shares the cores and lowers every figure", flush=True)
+    processes = os.cpu_count() or 1
+    limits: dict[str, float] = {}
+    seed: dict[tuple[str, str, int], Point] = {}
+    ours: dict[tuple[str, int], Point] = {}
+
+    if "limit" in sections:
+        print(f"\n[limit] model core in process, {processes} processes × 1 thread, batches of 16", flush=True)
+        for kind in ("ner", "sentiment", "both"):
+            limits[kind] = core_limit(kind, processes, seconds, ner_dir, sentiment_dir)
+            print(f"  {kind}: {limits[kind]:.0f} texts/s", flush=True)
+        report.table(
+            "The limit: the model core in process",
+            ["model", "texts/s"],
+            [[kind, f"{rate:,.0f}"] for kind, rate in limits.items()],
+            note=f"{processes} processes × 1 intra-op thread, batches of 16, no serving; `both` runs each text "
+            "through NER and sentiment.",
+        )
+
+    seed_routes = {"ner": "/ner", "sentiment": "/predict", "analyze": "/analyze"}
+    if "seed" in sections:
+        for variant, gunicorn in (("flask", False), ("gunicorn", True)):
+            print(f"\n[seed] {variant}", flush=True)
+            service = start_seed(f"seed-{variant}", work, gunicorn=gunicorn)
+            try:
+                for route, path in seed_routes.items():
+                    for count in clients:
+                        seed[(variant, route, count)] = wrk(service.url + path, lua["text"], count, seconds,
+                                                            f"seed {variant} {path}")  # fmt: skip
+            finally:
+                service.stop()
+
+    our_routes = {"ner": "/v1/ner", "sentiment": "/v1/sentiment", "analyze": "/v1/analyze"}
+    memory_rows: list[list[Any]] = []
+    if "zhserve" in sections or "memory" in sections:
+        print("\n[zhserve] as `make run` starts it", flush=True)
+        service = start_zhserve("zhserve", work)
+        try:
+            if "memory" in sections:
+                time.sleep(10)  # let start-up settle before reading idle memory
+                memory_rows = stack_memory(service)
+            if "zhserve" in sections:
+                for route, path in our_routes.items():
+                    for count in clients:
+                        ours[(route, count)] = wrk(service.url + path, lua["text"], count, seconds, f"zhserve {path}")
+                for count in clients:
+                    ours[("batch", count)] = wrk(service.url + "/v1/batch", lua["batch"], count, seconds,
+                                                 "zhserve /v1/batch (64 texts, NER)", BATCH_TEXTS)  # fmt: skip
+        finally:
+            stop_s, left = stop_zhserve(service)
+        memory_rows.append(["cold start: launch to the first correct /v1/analyze", f"{service.ready_s:.1f} s"])
+        memory_rows.append(["Ctrl+C (SIGINT) to every process gone", f"{stop_s:.1f} s"])
+        memory_rows.append(["left behind after stopping (Ray processes, HAProxy, port)", ", ".join(left) or "nothing"])
+
+    if ours or seed:
+        rows = []
+        for route in our_routes:
+            for count in clients:
+                point = ours.get((route, count))
+                flask, gun = seed.get(("flask", route, count)), seed.get(("gunicorn", route, count))
+                limit = limits.get("both" if route == "analyze" else route)
+                rows.append([
+                    our_routes[route], count,
+                    f"{flask.rps:.0f} / {flask.p50_ms:.1f} / {flask.p99_ms:.1f}" if flask else "–",
+                    f"{gun.rps:.0f} / {gun.p99_ms:.1f}" if gun else "–",
+                    f"{point.rps:.0f} / {point.p50_ms:.1f} / {point.p99_ms:.1f}" if point else "–",
+                    ratio(point.rps, flask.rps) if point and flask else "–",
+                    ratio(point.rps, gun.rps) if point and gun else "–",
+                    f"{point.rps / limit:.0%}" if point and limit else "–",
+                    (point.errors if point else "–"),
+                ])  # fmt: skip
+        for count in clients:
+            point = ours.get(("batch", count))
+            flask = seed.get(("flask", "ner", count))
+            rows.append([
+                "/v1/batch (64 texts, NER)", count, f"{flask.rps:.0f} texts/s via /ner" if flask else "–", "–",
+                f"{point.items_per_s:.0f} texts/s / {point.p50_ms:.1f} / {point.p99_ms:.1f}" if point else "–",
+                ratio(point.items_per_s, flask.rps) if point and flask else "–", "–",
+                f"{point.items_per_s / limits['ner']:.0%}" if point and "ner" in limits else "–",
+                point.errors if point else "–",
+            ])  # fmt: skip
+        wrk_cpu = max((p.wrk_cpu_s / seconds for p in [*ours.values(), *seed.values()]), default=0.0)
+        report.table(
+            "zhserve against the seed design, same models",
+            ["route", "clients", "seed Flask req/s / p50 / p99 ms", "seed gunicorn ×2 req/s / p99",
+             "zhserve req/s / p50 / p99 ms", "zhserve / Flask", "zhserve / gunicorn", "zhserve / limit", "errors"],
+            rows,
+            note=f"wrk, one thread, keep-alive, {seconds:g} s per point; the mix of {len(SENTENCES)} short news and "
+            f"review sentences. wrk used at most {wrk_cpu:.0%} of one core.",
+        )  # fmt: skip
+
+    if "levers" in sections:
+        levers(report, work, lua, seconds)
+    if "base" in sections:
+        base_size(report, work, lua, seconds, clients)
+    if memory_rows:
+        report.table("Memory, start and stop (embedded models, `make run`'s configuration)", ["what", "measured"],
+                     memory_rows)  # fmt: skip
+
+    write_markdown(Path(options.out), report, started, idle)
+    print(f"\nwrote {options.out}", flush=True)
+
+
+def stack_memory(service: Service) -> list[list[Any]]:
+    """Idle PSS of every process the launcher started, and RSS of each replica."""
+    pids = [service.process.pid, *descendants(service.process.pid)]
+    # HAProxy's manager starts HAProxy; Ray's workers are the raylet's children: all below the launcher.
+    total_pss = sum(memory_kib(pid, "Pss") for pid in pids)
+    rows: list[list[Any]] = [["whole local stack, idle (PSS, all processes)", f"{total_pss / 1024:,.0f} MiB"]]
+    for pid in pids:
+        line = command_line(pid)
+        match = re.search(r"ServeReplica:zhserve:(\w+)", line)
+        if match:
+            rows.append([f"replica {match.group(1)} (RSS)", f"{memory_kib(pid, 'Rss') / 1024:,.0f} MiB"])
+    return rows
+
+
+LEVERS: list[tuple[str, list[str], dict[str, str]]] = [
+    ("default (make run)", [], {}),
+    ("access log on", ["logging.enable_access_log=true"], {}),
+    ("log level DEBUG", ["logging.log_level=DEBUG"], {}),
+    ("log level WARNING", ["logging.log_level=WARNING"], {}),
+    ("HAProxy off (Python proxy)", [], {"RAY_SERVE_ENABLE_HA_PROXY": "0"}),
+    ("throughput mode and HAProxy off (Ray's defaults)", [],
+     {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
+    ("proxy_location EveryNode", ["proxy_location=EveryNode"], {}),
+    ("1 call in flight per model replica", ["Ingress.user_config.model_calls_per_replica=1"], {}),
+    ("4 calls in flight per model replica", ["Ingress.user_config.model_calls_per_replica=4"], {}),
+    ("model batches computed in a thread", ["NER.user_config.compute_in_thread=true",
+                                            "Sentiment.user_config.compute_in_thread=true"], {}),
+    ("model calls serialised with cloudpickle (Serve's default)", ["args.handle_serialization=cloudpickle"], {}),
+    ("2 ingress replicas", ["Ingress.num_replicas=2"], {}),
+    ("model batches wait 5 ms to fill", ["NER.user_config.batch_wait_timeout_s=0.005",
+                                         "Sentiment.user_config.batch_wait_timeout_s=0.005"], {}),
+    ("models: 1 replica × 2 threads each", ["args.intra_op_threads=2", "NER.autoscaling_config.max_replicas=1",
+                                            "Sentiment.autoscaling_config.max_replicas=1"], {}),
+    ("model replicas fixed at 1 each", ["NER.autoscaling_config.max_replicas=1",
+                                        "Sentiment.autoscaling_config.max_replicas=1"], {}),
+]  # fmt: skip
+
+
+def levers(report: Report, work: Path, lua: dict[str, Path], seconds: float) -> None:
+    rows = []
+    baseline: dict[str, float] = {}
+    for name, overrides, env in LEVERS:
+        print(f"\n[levers] {name}", flush=True)
+        service = start_zhserve("lever", work, overrides=overrides, env=env)
+        try:
+            ner = wrk(service.url + "/v1/ner", lua["text"], 16, seconds, f"{name}: /v1/ner")
+            analyze = wrk(service.url + "/v1/analyze", lua["text"], 16, seconds, f"{name}: /v1/analyze")
+        finally:
+            stop_zhserve(service)
+        if not baseline:
+            baseline = {"ner": ner.rps, "analyze": analyze.rps}
+        rows.append([name, f"{ner.rps:.0f}", f"{ner.p99_ms:.0f}", ratio(ner.rps, baseline["ner"]), f"{analyze.rps:.0f}",
+                     f"{analyze.p99_ms:.0f}", ratio(analyze.rps, baseline["analyze"])])  # fmt: skip
+    report.table(
+        "Each setting on and off (16 clients)",
+        ["setting", "/v1/ner req/s", "p99 ms", "vs default", "/v1/analyze req/s", "p99 ms", "vs default"],
+        rows,
+        note="One setting changed at a time from `make run`'s configuration; every row a fresh start.",
+    )
+
+
+def base_size(report: Report, work: Path, lua: dict[str, Path], seconds: float, clients: Sequence[int]) -> None:
+    from training.export.exporter import export_model
+    from training.export.twin import build_twin
+
+    print("\n[base] BERT-base shape twins: build and export", flush=True)
+    dirs: dict[str, Path] = {}
+    sources: dict[str, Path] = {}
+    for task in ("ner", "sentiment"):
+        sources[task], dirs[task] = work / f"twin-{task}-src", work / f"twin-{task}"
+        for path in (sources[task], dirs[task]):
+            shutil.rmtree(path, ignore_errors=True)
+        build_twin(task, "base", sources[task])  # type: ignore[arg-type]
+        export_model(task, sources[task], dirs[task])  # type: ignore[arg-type]
+    seed_env = {"SEED_NER_MODEL": str(dirs["ner"]), "SEED_SENTIMENT_MODEL": str(dirs["sentiment"])}
+    points: dict[tuple[str, int], Point] = {}
+    runs = [
+        ("seed, PyTorch FP32 + Flask + lock (as it ran)",
+         {**seed_env, "SEED_NER_SOURCE": str(sources["ner"]), "SEED_SENTIMENT_SOURCE": str(sources["sentiment"])}),
+        ("seed, INT8 twins + Flask + lock", seed_env),
+    ]  # fmt: skip
+    for name, env in runs:
+        print(f"\n[base] {name}", flush=True)
+        service = start_seed("seed-base", work, extra=env)
+        try:
+            for count in clients:
+                points[(name, count)] = wrk(service.url + "/analyze", lua["text"], count, seconds, f"{name} /analyze")
+        finally:
+            service.stop()
+    name = "zhserve, INT8 twins"
+    print(f"\n[base] {name}", flush=True)
+    budget = [f"{d}.user_config.memory_limit_mb=2048" for d in ("NER", "Sentiment")]
+    twins = {"ner_model": str(dirs["ner"]), "sentiment_model": str(dirs["sentiment"])}
+    service = start_zhserve("zhserve-base", work, overrides=budget, args=twins)
+    try:
+        for count in clients:
+            points[(name, count)] = wrk(service.url + "/v1/analyze", lua["text"], count, seconds, f"{name} /v1/analyze")
+        replica_rows = stack_memory(service)
+    finally:
+        stop_zhserve(service)
+    torch_name, int8_name = runs[0][0], runs[1][0]
+    rows = []
+    for count in clients:
+        ours, torch_seed, int8_seed = points[(name, count)], points[(torch_name, count)], points[(int8_name, count)]
+        rows.append([
+            count, f"{torch_seed.rps:.1f} / {torch_seed.p99_ms:.0f}", f"{int8_seed.rps:.1f} / {int8_seed.p99_ms:.0f}",
+            f"{ours.rps:.1f} / {ours.p99_ms:.0f}", ratio(ours.rps, torch_seed.rps), ratio(ours.rps, int8_seed.rps),
+            ours.errors,
+        ])  # fmt: skip
+    report.table(
+        "Production size: /v1/analyze on BERT-base shape twins",
+        ["clients", "seed as it ran: PyTorch FP32 req/s / p99 ms", "seed on INT8 twins req/s / p99 ms",
+         "zhserve req/s / p99 ms", "zhserve / seed as it ran", "zhserve / seed on INT8", "errors"],
+        rows,
+        note="Random weights of the real architectures (BERT-base, 21,128-token vocabulary) through the real export "
+        "path; 2,048 MiB memory budget per replica. Replica memory at idle: "
+        + "; ".join(f"{what}: {value}" for what, value in replica_rows[1:]) + ".",
+    )  # fmt: skip
+
+
+def write_markdown(path: Path, report: Report, started: dt.datetime, idle: float) -> None:
+    header = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`load_tests/bench.py`) on {started:%Y-%m-%d %H:%M} UTC; machine: {machine()}; "
+        f"commit {commit()}. CPU idle before the run: {idle:.0%}. Every figure below was measured in this one run; "
+        "ratios compare figures measured side by side. Figures move with the machine: compare ratios, not "
+        "absolute numbers, across machines.",
+        "",
+    ]
+    path.write_text("\n".join(header + report.lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
