@@ -116,6 +116,16 @@ def _duration_ms(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
+WARM_UP_S = 20.0
+
+
+def warm_up(url: str, script: Path) -> None:
+    """16 clients for WARM_UP_S before a service's first point: the autoscaler (upscale_delay_s 5)
+    has added the replicas sustained load asks for, so every point measures the steady state."""
+    subprocess.run(["wrk", "-t1", "-c16", f"-d{WARM_UP_S:g}s", "-s", str(script), url], capture_output=True,
+                   check=True)  # fmt: skip
+
+
 def wrk(url: str, script: Path, clients: int, seconds: float, label: str, items: int = 1) -> Point:
     """One load level: ``clients`` keep-alive connections for ``seconds``, one wrk thread."""
     command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--latency", "--timeout", "60s", "-s", str(script), url]
@@ -245,6 +255,10 @@ def start(name: str, command: list[str], *, env: dict[str, str], ready: Any, por
     raise TimeoutError(f"{name} not ready after 600 s; see {log}")
 
 
+def _ready(url: str) -> bool:
+    return httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+
+
 def _golden(url: str) -> bool:
     response = httpx.post(f"{url}/v1/analyze", json={"text": SENTENCES[0]}, timeout=30)
     if response.status_code != 200:
@@ -289,8 +303,9 @@ def serve_config(path: Path, port: int, *, args: dict[str, Any] | None = None, o
 
 
 def start_zhserve(name: str, work: Path, *, overrides: Sequence[str] = (), env: dict[str, str] | None = None,
-                  args: dict[str, Any] | None = None) -> Service:  # fmt: skip
-    """zhserve as `make run` starts it: the launcher on a serve config."""
+                  args: dict[str, Any] | None = None, golden: bool = True) -> Service:  # fmt: skip
+    """zhserve as `make run` starts it: the launcher on a serve config. Ready when it gives the
+    golden answer (``golden``; random-weight twins cannot) or else when /readyz says so."""
     for line in leftovers():
         raise RuntimeError(f"a Ray or HAProxy process is already running ({line}); stop it first")
     port = free_port()
@@ -298,7 +313,7 @@ def start_zhserve(name: str, work: Path, *, overrides: Sequence[str] = (), env: 
     environment = {**os.environ, **(env or {})}
     environment.pop("RAY_ADDRESS", None)
     return start(name, [PYTHON, "-m", "serve_app.launch", "run", str(config)], env=environment,
-                 ready=lambda s: _golden(s.url), port=port, work=work)  # fmt: skip
+                 ready=lambda s: _golden(s.url) if golden else _ready(s.url), port=port, work=work)  # fmt: skip
 
 
 def stop_zhserve(service: Service) -> tuple[float, list[str]]:
@@ -472,6 +487,7 @@ def main() -> None:
             print(f"\n[seed] {variant}", flush=True)
             service = start_seed(f"seed-{variant}", work, gunicorn=gunicorn)
             try:
+                warm_up(service.url + "/analyze", lua["text"])
                 for route, path in seed_routes.items():
                     for count in clients:
                         seed[(variant, route, count)] = wrk(service.url + path, lua["text"], count, seconds,
@@ -489,6 +505,7 @@ def main() -> None:
                 time.sleep(10)  # let start-up settle before reading idle memory
                 memory_rows = stack_memory(service)
             if "zhserve" in sections:
+                warm_up(service.url + "/v1/analyze", lua["text"])
                 for route, path in our_routes.items():
                     for count in clients:
                         ours[(route, count)] = wrk(service.url + path, lua["text"], count, seconds, f"zhserve {path}")
@@ -535,7 +552,8 @@ def main() -> None:
              "zhserve req/s / p50 / p99 ms", "zhserve / Flask", "zhserve / gunicorn", "zhserve / limit", "errors"],
             rows,
             note=f"wrk, one thread, keep-alive, {seconds:g} s per point; the mix of {len(SENTENCES)} short news and "
-            f"review sentences. wrk used at most {wrk_cpu:.0%} of one core.",
+            f"review sentences; every service first warmed for {WARM_UP_S:g} s at 16 clients (the autoscaler settles). "
+            f"wrk used at most {wrk_cpu:.0%} of one core.",
         )  # fmt: skip
 
     if "levers" in sections:
@@ -595,6 +613,7 @@ def levers(report: Report, work: Path, lua: dict[str, Path], seconds: float) -> 
         print(f"\n[levers] {name}", flush=True)
         service = start_zhserve("lever", work, overrides=overrides, env=env)
         try:
+            warm_up(service.url + "/v1/analyze", lua["text"])
             ner = wrk(service.url + "/v1/ner", lua["text"], 16, seconds, f"{name}: /v1/ner")
             analyze = wrk(service.url + "/v1/analyze", lua["text"], 16, seconds, f"{name}: /v1/analyze")
         finally:
@@ -635,6 +654,7 @@ def base_size(report: Report, work: Path, lua: dict[str, Path], seconds: float, 
         print(f"\n[base] {name}", flush=True)
         service = start_seed("seed-base", work, extra=env)
         try:
+            warm_up(service.url + "/analyze", lua["text"])
             for count in clients:
                 points[(name, count)] = wrk(service.url + "/analyze", lua["text"], count, seconds, f"{name} /analyze")
         finally:
@@ -643,8 +663,9 @@ def base_size(report: Report, work: Path, lua: dict[str, Path], seconds: float, 
     print(f"\n[base] {name}", flush=True)
     budget = [f"{d}.user_config.memory_limit_mb=2048" for d in ("NER", "Sentiment")]
     twins = {"ner_model": str(dirs["ner"]), "sentiment_model": str(dirs["sentiment"])}
-    service = start_zhserve("zhserve-base", work, overrides=budget, args=twins)
+    service = start_zhserve("zhserve-base", work, overrides=budget, args=twins, golden=False)
     try:
+        warm_up(service.url + "/v1/analyze", lua["text"])
         for count in clients:
             points[(name, count)] = wrk(service.url + "/v1/analyze", lua["text"], count, seconds, f"{name} /v1/analyze")
         replica_rows = stack_memory(service)
