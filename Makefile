@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test setup setup-test lint typecheck bench train eval clean
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "zhserve needs Python >= 3.11 (asyncio.timeout, tomllib); set PYTHON=python3.11 or newer" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -31,9 +33,11 @@ setup-test: $(STAMP)-test
 run: setup
 	$(BIN)/python -m serve_app.launch run serve_config.yaml
 
-## Everything CI runs: lint, unit, Serve (real local cluster), export, training and browser tests.
+## Everything CI runs: lint (ruff check, ruff format --check, mypy), unit, Serve (real local cluster), export, training and browser tests.
 test: setup-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: setup-test

@@ -46,7 +46,14 @@ class IngressConfig(BaseModel):
             "further windows queue in the ingress and travel together in the next call"
         ),
     )
-    api_key: str | None = Field(default=None, description="If set, /v1/* requires 'Authorization: Bearer <key>'")
+    api_key_file: str | None = Field(
+        default=None,
+        description=(
+            "File holding the API key that /v1/* requires as 'Authorization: Bearer <key>' (e.g. a mounted "
+            "Kubernetes Secret; re-read on every reconfigure). Unset: $ZHSERVE_API_KEY_FILE, then $ZHSERVE_API_KEY; "
+            "none of them: no key. The key itself never goes in a config file"
+        ),
+    )
 
 
 class AppArgs(BaseModel):
@@ -64,6 +71,10 @@ class AppArgs(BaseModel):
         default=1, ge=1, le=64, description="ONNX Runtime threads per model replica (match its num_cpus)"
     )
     ui_dir: Path = Field(default=UI_DIR, description="Static web UI served at /")
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (CORS); empty: CORS off, same origin only",
+    )
     handle_serialization: Literal["pickle", "cloudpickle"] = Field(
         default="pickle",
         description="How the ingress's model calls are serialised: the calls carry plain arrays of importable "

@@ -195,11 +195,13 @@ def error_response(error: ZhserveError, request_id: str | None = None) -> JSONRe
     return JSONResponse(error.to_body(request_id), status_code=error.status_code, headers=error.headers)
 
 
-def install_error_handlers(app: FastAPI, request_id: Any = None) -> None:
+def install_error_handlers(app: FastAPI, request_id: Any = None, headers: dict[str, str] | None = None) -> None:
     """Map every exception class to its JSON response; nothing reaches the client as a traceback.
 
     ``request_id(request)`` names the request in the error body (the id Serve also logs).
+    ``headers`` go on every error response (the catch-all's answer bypasses the app's middleware).
     """
+    extra = dict(headers or {})
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -209,7 +211,14 @@ def install_error_handlers(app: FastAPI, request_id: Any = None) -> None:
 
     def answer(request: Request, error: ZhserveError) -> JSONResponse:
         request.scope["zhserve.error_code"] = error.code  # for the request metrics (serve_app.metrics)
-        return error_response(error, identify(request))
+        rid = identify(request)
+        # One line per error answer, with the id the client got (Serve's log format adds it too).
+        logger.info("answered %d %s to %s %s (request %s)", error.status_code, error.code, request.method,
+                    request.url.path, rid)  # fmt: skip
+        response = error_response(error, rid)
+        for name, value in extra.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.exception_handler(ZhserveError)
     async def _domain(request: Request, exc: ZhserveError) -> JSONResponse:
@@ -238,3 +247,15 @@ def install_error_handlers(app: FastAPI, request_id: Any = None) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error (request %s)", identify(request))
         return answer(request, ZhserveError("internal error; it has been logged"))
+
+
+def error_table_markdown() -> str:
+    """The README's error table, generated from the classes (a unit test keeps the README equal)."""
+    by_status: dict[int, list[type[ZhserveError]]] = {}
+    for cls in error_classes():
+        by_status.setdefault(cls.status_code, []).append(cls)
+    lines = ["| status | code | when |", "|---|---|---|"]
+    for status, classes in sorted(by_status.items()):
+        for cls in classes:
+            lines.append(f"| {status} | `{cls.code}` | {cls.description} |")
+    return "\n".join(lines)

@@ -15,7 +15,6 @@ route in the OpenAPI document.
 
 import asyncio
 import functools
-import hmac
 import json
 import logging
 import time
@@ -24,7 +23,9 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve._private.common import ReplicaState
@@ -42,7 +43,6 @@ from serve_app.errors import (
     NotFoundError,
     PayloadTooLargeError,
     SchemaValidationError,
-    UnauthorizedError,
     UnsupportedMediaTypeError,
     ZhserveError,
     api_error,
@@ -64,6 +64,14 @@ from serve_app.schemas import (
     ReadyResponse,
     SentimentResultOut,
     TextRequest,
+)
+from serve_app.security import (
+    BASE_HEADERS,
+    UI_CSP,
+    ApiKeyMiddleware,
+    SecurityHeadersMiddleware,
+    docs_csp,
+    load_api_key,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -95,18 +103,36 @@ def _request_id(request: Request) -> str | None:
         return request.headers.get("x-request-id")
 
 
+def _scope_request_id(scope: Any) -> str | None:
+    return _request_id(Request(scope))
+
+
 app = FastAPI(
     title="zhserve",
     version="1.0",
     summary="Chinese NER and sentiment on Ray Serve",
     description=API_DESCRIPTION,
-    docs_url="/docs",
+    docs_url=None,  # served below, under its own Content-Security-Policy
     openapi_url="/openapi.json",
     redoc_url=None,
 )
-install_error_handlers(app, _request_id)
+app.docs_url = "/docs"  # where Serve and the dashboard look for the docs
+DOCS_HTML = get_swagger_ui_html(openapi_url="/openapi.json", title="zhserve - API docs").body.decode("utf-8")
+DOCS_CSP = docs_csp(DOCS_HTML)
+install_error_handlers(app, _request_id, BASE_HEADERS)
 API_ROUTES = frozenset({"/v1/ner", "/v1/sentiment", "/v1/analyze", "/v1/analyze/stream", "/v1/batch", "/v1/models",
                         "/healthz", "/readyz", "/docs", "/openapi.json"})  # fmt: skip
+
+
+def _page_csp(path: str) -> str | None:
+    if path == "/" or path.startswith("/ui/"):
+        return UI_CSP
+    return DOCS_CSP if path == "/docs" else None
+
+
+# Outermost last: metrics see every answer, including the 401s and the headers' responses.
+app.add_middleware(ApiKeyMiddleware, request_id=_scope_request_id)
+app.add_middleware(SecurityHeadersMiddleware, csp_for=_page_csp)
 app.add_middleware(RequestMetricsMiddleware, routes=API_ROUTES)
 
 
@@ -122,8 +148,7 @@ def _json(payload: Any) -> Response:
 async def _read_body(request: Request, config: IngressConfig) -> bytes:
     """The request body, refused with 413 as soon as it exceeds ``max_body_bytes`` — declared or
     not (a chunked body is counted while it is read, never buffered past the limit). The API
-    key, when one is configured, is checked first: an unauthorised body is never read."""
-    _check_api_key(request, config)
+    key was checked before routing (serve_app.security): an unauthorised body is never read."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != JSON_MEDIA_TYPE and not media_type.endswith("+json"):
@@ -142,15 +167,6 @@ async def _read_body(request: Request, config: IngressConfig) -> bytes:
             raise PayloadTooLargeError(f"request body has more than {limit:,} bytes; the limit is {limit:,}")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _check_api_key(request: Request, config: IngressConfig) -> None:
-    if config.api_key is None:
-        return
-    supplied = request.headers.get("authorization", "")
-    expected = f"Bearer {config.api_key}"
-    if not hmac.compare_digest(supplied.encode("utf-8", "replace"), expected.encode("utf-8")):
-        raise UnauthorizedError("missing or wrong API key; send 'Authorization: Bearer <key>'")
 
 
 def _parse(model: type[Body], body: bytes) -> Body:
@@ -243,9 +259,21 @@ class Ingress:
         self.metrics = IngressMetrics()
         app.state.metrics = self.metrics
         app.state.config = self.config
+        app.state.api_key = load_api_key()
+        self._ready: tuple[float, asyncio.Future[ReadyResponse]] | None = None
+        if settings.cors_allow_origins:
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_allow_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type"],
+                max_age=600,
+            )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.config = IngressConfig.model_validate(user_config or {})
+        config = IngressConfig.model_validate(user_config or {})
+        app.state.api_key = load_api_key(config.api_key_file)  # a rotated secret file is read again
+        self.config = config
         self._size_clients()
         app.state.config = self.config
 
@@ -405,7 +433,17 @@ class Ingress:
 
     @app.get("/readyz", response_model=ReadyResponse, responses=error_responses(ErrorResponse, {503}))
     async def readyz(self) -> ReadyResponse:
-        """Readiness: each model answers a probe within 10 s; a 503 names the models that do not."""
+        """Readiness: each model answers a probe within 10 s; a 503 names the models that do not.
+
+        Open to probes without a key, so the probe is shared: callers within a second of one
+        another (or while one runs) get the same answer, and the models see one probe per second.
+        """
+        now = time.monotonic()
+        if self._ready is None or (self._ready[1].done() and now - self._ready[0] > 1.0):
+            self._ready = (now, asyncio.ensure_future(self._readiness()))
+        return await asyncio.shield(self._ready[1])
+
+    async def _readiness(self) -> ReadyResponse:
         probe_texts: dict[fanout.Task, str] = {"ner": "马云在杭州。", "sentiment": "很好。"}
         probes = {task: asyncio.ensure_future(self._probe(task, text)) for task, text in probe_texts.items()}
         await asyncio.wait(probes.values(), timeout=10)
@@ -433,6 +471,10 @@ class Ingress:
     async def models_(self) -> ModelsResponse:
         """The served models: name, version, labels, quantisation, maximum sequence length."""
         return ModelsResponse(models=[ModelDescription(**model.manifest.summary()) for model in self.models.values()])
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(self) -> HTMLResponse:
+        return HTMLResponse(DOCS_HTML)
 
     @app.get("/", include_in_schema=False)
     async def index(self) -> FileResponse:

@@ -102,6 +102,71 @@
   }
 
   /** The API's own message from an error response, or a description of what came back. */
+  // ------------------------------------------------------------------ API key
+  // A zhserve with an API key answers /v1/* with 401. The page then asks for the key and keeps
+  // it in sessionStorage only: this tab, until it closes; never localStorage or a cookie.
+
+  const KEY_STORAGE = "zhserve.apiKey";
+
+  function storedKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORAGE);
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function askForKey(rejected) {
+    const dialog = $("#key-dialog");
+    const form = $("#key-form");
+    const input = $("#key-input");
+    $("#key-reason").textContent = rejected
+      ? "密钥无效，请重新输入。The key was not accepted; enter it again."
+      : "此服务需要 API 密钥。This zhserve asks for an API key.";
+    input.value = "";
+    return new Promise((resolve) => {
+      const finish = (key) => {
+        form.removeEventListener("submit", onSubmit);
+        $("#key-cancel").removeEventListener("click", onCancel);
+        dialog.removeEventListener("cancel", onCancel);
+        if (dialog.open) dialog.close();
+        resolve(key);
+      };
+      const onSubmit = (event) => {
+        event.preventDefault();
+        const key = input.value.trim();
+        if (key) finish(key);
+      };
+      const onCancel = (event) => {
+        event.preventDefault();
+        finish(null);
+      };
+      form.addEventListener("submit", onSubmit);
+      $("#key-cancel").addEventListener("click", onCancel);
+      dialog.addEventListener("cancel", onCancel);
+      dialog.showModal();
+      input.focus();
+    });
+  }
+
+  // fetch() with the stored key; on a 401 it asks for the key and tries again (until cancelled).
+  async function apiFetch(path, init = {}) {
+    for (;;) {
+      const key = storedKey();
+      const headers = { ...(init.headers || {}) };
+      if (key) headers.Authorization = `Bearer ${key}`;
+      const response = await fetch(path, { ...init, headers });
+      if (response.status !== 401) return response;
+      const entered = await askForKey(Boolean(key));
+      if (entered === null) return response;
+      try {
+        sessionStorage.setItem(KEY_STORAGE, entered);
+      } catch (_) {
+        return response; // storage refused (private mode): nothing to retry with
+      }
+    }
+  }
+
   async function errorFromResponse(response) {
     let code = "";
     let message = `${response.status} ${response.statusText}`.trim();
@@ -628,7 +693,7 @@
   }
 
   async function post(path, text, signal) {
-    const response = await fetch(path, {
+    const response = await apiFetch(path, {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json, application/x-ndjson" },
       body: JSON.stringify({ text, tasks: TASKS }),
@@ -701,7 +766,7 @@
   async function loadModels() {
     const status = $("#service-status");
     try {
-      const response = await fetch("/v1/models", { headers: { Accept: "application/json" } });
+      const response = await apiFetch("/v1/models", { headers: { Accept: "application/json" } });
       if (!response.ok) throw apiError(await errorFromResponse(response));
       const { models } = await response.json();
       for (const model of models) {

@@ -288,3 +288,64 @@ def test_phone_width_layout_has_no_horizontal_overflow(phone_page: Any) -> None:
     analyze_with_keyboard(page, page.input_value("textarea#input"))
     screenshot(page, "phone-review")
     assert_clean(page)
+
+
+def test_ui_asks_for_the_api_key_on_401_and_keeps_it_in_session_storage_only(
+    page: Any, zhserve_url: str, tmp_path: Path
+) -> None:
+    """An API key switched on live: the page asks for it, says when one was refused, keeps the
+    accepted one in sessionStorage (never localStorage or a cookie) and sends it as a Bearer token."""
+    from tests.conftest import deploy_applications, wait_ready, zhserve_application
+
+    key_file = tmp_path / "api-key"
+    key_file.write_text("open-sesame\n", encoding="utf-8")
+    deploy_applications(zhserve_application(user_config={"Ingress": {"api_key_file": str(key_file)}}))
+    try:
+        deadline = 60
+        while httpx.get(f"{zhserve_url}/v1/models", timeout=30).status_code != 401 and deadline:
+            deadline -= 1
+            page.wait_for_timeout(500)
+        page.goto("/")
+        dialog = page.locator("#key-dialog")
+        dialog.wait_for(state="visible")
+        page.fill("#key-input", "wrong-key")
+        page.click("#key-submit")
+        page.wait_for_selector("#key-reason:has-text('not accepted')")
+        assert dialog.is_visible()
+        screenshot(page, "desktop-api-key")
+        page.fill("#key-input", "open-sesame")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#service-status[data-status=online]")
+        assert not dialog.is_visible()
+
+        analyze_with_keyboard(page, NEWS)
+        assert ("PER", 8, 10, "马云") in marks(page)
+        assert page.evaluate("sessionStorage.getItem('zhserve.apiKey')") == "open-sesame"
+        assert page.evaluate("localStorage.length") == 0
+        assert page.context.cookies() == []
+        sent = page.evaluate(
+            "fetch('/v1/models', {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('zhserve.apiKey')}})"
+            ".then(r => r.status)"
+        )
+        assert sent == 200
+
+        # Another tab of a fresh session knows nothing of the key.
+        other = page.context.browser.new_context(base_url=zhserve_url)
+        try:
+            fresh = other.new_page()
+            fresh.goto("/")
+            fresh.locator("#key-dialog").wait_for(state="visible")
+            fresh.click("#key-cancel")
+            fresh.wait_for_selector("#service-status[data-status=offline]")
+        finally:
+            other.close()
+        record = page.record
+        record.console_errors = [e for e in record.console_errors if "401" not in e]
+        assert_clean(page)
+    finally:
+        deploy_applications(zhserve_application())
+        wait_ready(zhserve_url)
+        for _ in range(120):  # the open default is back before the next test
+            if httpx.get(f"{zhserve_url}/v1/models", timeout=30).status_code == 200:
+                break
+            page.wait_for_timeout(500)

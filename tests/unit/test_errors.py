@@ -54,3 +54,30 @@ def test_error_responses_list_every_status_and_code() -> None:
         assert f"`{cls.code}`" in responses[cls.status_code]["description"]
     assert all(issubclass(cls, ZhserveError) for cls in error_classes())
     assert sorted(error_responses(ErrorResponse, {503})) == [503]
+
+
+def test_the_readme_error_table_is_the_generated_one() -> None:
+    from pathlib import Path
+
+    from serve_app.errors import error_table_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert error_table_markdown() in readme
+
+
+def test_the_api_key_comes_from_a_file_or_the_environment_never_silently_open(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from serve_app.security import load_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n", encoding="utf-8")
+    assert load_api_key(None, {}) is None
+    assert load_api_key(None, {"ZHSERVE_API_KEY": " abc "}) == "abc"
+    assert load_api_key(None, {"ZHSERVE_API_KEY_FILE": str(key_file), "ZHSERVE_API_KEY": "other"}) == "s3cret"
+    assert load_api_key(str(key_file), {"ZHSERVE_API_KEY": "other"}) == "s3cret"
+    (tmp_path / "empty").write_text("\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="empty"):
+        load_api_key(str(tmp_path / "empty"), {})
+    with pytest.raises(FileNotFoundError):
+        load_api_key(str(tmp_path / "missing"), {})

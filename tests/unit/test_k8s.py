@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,42 @@ def test_every_pod_runs_serves_fast_path(rayservice: dict[str, Any]) -> None:
     assert "RAY_SERVE_HAPROXY_BINARY_PATH=/app/bin/zhserve-haproxy" in dockerfile
     assert yaml.safe_load(rayservice["spec"]["serveConfigV2"])["logging_config"]["enable_access_log"] is False
     assert load(REPO_ROOT / "serve_config.yaml")["logging_config"]["enable_access_log"] is False
+
+
+def test_pods_run_unprivileged_and_read_the_api_key_from_a_secret(rayservice: dict[str, Any]) -> None:
+    """Every pod: non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp, and
+    the API key as a file from the zhserve-api-key Secret (never in the serve config)."""
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        spec = template["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        (container,) = spec["containers"]
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"]
+        env = {item["name"]: item["value"] for item in container["env"]}
+        mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        key_dir = mounts["api-key"]["mountPath"]
+        assert env["ZHSERVE_API_KEY_FILE"] == f"{key_dir}/api-key" and mounts["api-key"]["readOnly"] is True
+        assert volumes["api-key"]["secret"]["secretName"] == "zhserve-api-key"
+    assert "api_key" not in rayservice["spec"]["serveConfigV2"]
+
+
+def test_the_image_is_non_root_and_installs_pinned_serving_dependencies() -> None:
+    dockerfile = (REPO_ROOT / "k8s" / "Dockerfile").read_text(encoding="utf-8")
+    users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert "pip install --no-cache-dir -c constraints.txt" in dockerfile
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name] = version
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for requirement in project["dependencies"]:
+        name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower()
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+    assert "torch" not in pins and "modelscope" not in pins  # serving never installs them

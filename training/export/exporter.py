@@ -261,7 +261,7 @@ def _write_directory(
         "ignored_checkpoint_keys": ignored_keys,
         "exporter": EXPORTER_NAME,
         "exporter_version": EXPORTER_VERSION,
-        "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "toolchain": {
             "python": platform.python_version(),
             "torch": torch.__version__,
