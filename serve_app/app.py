@@ -21,7 +21,7 @@ from serve_app.ingress import Ingress
 MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "max_ongoing_requests": 64,  # must be ≥ max_batch_size or batches never fill
     "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
-    "ray_actor_options": {"num_cpus": 0.4, "memory": 1 << 30},  # 0.25 + 2 × 2 × 0.4 fits 2 cores
+    "ray_actor_options": {"num_cpus": 0.4, "memory": 1 << 30},  # 2 × 0.2 + 2 × 2 × 0.4 = 2.0 fits 2 cores
     "health_check_period_s": 10,
 }
 
@@ -40,7 +40,9 @@ def build_app(args: dict[str, Any]) -> Application:
     )
     ingress = serve.deployment(name="Ingress")(Ingress).options(
         max_ongoing_requests=256,
-        ray_actor_options={"num_cpus": 0.25},
+        max_queued_requests=256,
+        autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+        ray_actor_options={"num_cpus": 0.2},
         user_config=settings.ingress_config.model_dump(),
     )
     return ingress.bind(

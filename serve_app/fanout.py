@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -39,7 +40,7 @@ from deployments.runtime.spans import Entity, build_entities
 from deployments.runtime.tokenizer import Tokenized, Tokenizer
 from deployments.server import ItemError
 from serve_app import chunking
-from serve_app.errors import EmptyTextError, api_error, item_error
+from serve_app.errors import EmptyTextError, OverloadedError, api_error, item_error
 
 Task = Literal["ner", "sentiment"]
 
@@ -214,6 +215,12 @@ class ClientStats:
     calls: int = 0
     rows: int = 0
     largest_call: int = 0
+    refused_rows: int = 0
+
+
+SECONDS_PER_ROW_PRIOR = 0.01
+"""What a row costs a replica before any call has been timed (measured: ~1-3 ms for the embedded
+models, ~20 ms for BERT-base INT8 twins; the estimate follows the measured calls within a few)."""
 
 
 class ModelClient:
@@ -226,6 +233,8 @@ class ModelClient:
         self.calls_in_flight = calls_in_flight
         self._pending: deque[tuple[np.ndarray, asyncio.Future[Any]]] = deque()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._rows_in_flight = 0
+        self._seconds_per_row = SECONDS_PER_ROW_PRIOR  # per row per call slot, moving average
         self.stats = ClientStats()
 
     def configure(self, *, group_size: int, calls_in_flight: int) -> None:
@@ -250,6 +259,31 @@ class ModelClient:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def backlog(self) -> int:
+        """Rows accepted and not yet answered: queued here plus travelling in calls."""
+        return self.queued + self._rows_in_flight
+
+    def rows_per_second(self) -> float:
+        """What the replicas behind this client finish per second when busy (Little's law over
+        the measured calls: ``calls_in_flight`` slots, each taking its rows' measured time)."""
+        return self.calls_in_flight / self._seconds_per_row
+
+    def admit(self, rows: int, horizon_s: float) -> None:
+        """Refuse (503 + Retry-After, at once) ``rows`` more if the backlog with them could not
+        be finished within ``horizon_s`` at the measured rate. A request with nothing ahead of it
+        is always admitted, however large, so one long document is never refused outright."""
+        backlog = self.backlog
+        capacity = self.rows_per_second() * horizon_s
+        if backlog and backlog + rows > capacity:
+            self.stats.refused_rows += rows
+            wait_s = max(1, math.ceil((backlog + rows - capacity) / self.rows_per_second()))
+            raise OverloadedError(
+                "the service is at capacity: the work already accepted fills what the models can "
+                f"finish within the time limit; retry in {wait_s} s",
+                retry_after_s=min(wait_s, 60),
+            )
+
     def _dispatch(self) -> None:
         while self._pending and len(self._in_flight) < self.calls_in_flight:
             rows: list[np.ndarray] = []
@@ -262,6 +296,7 @@ class ModelClient:
             if not rows:
                 continue
             call = _Call(futures, wanted=len(futures))
+            self._rows_in_flight += len(rows)
             task = asyncio.ensure_future(self._run(TokenRows.pack(rows), call))
             call.task = task
             self._in_flight.add(task)
@@ -273,9 +308,15 @@ class ModelClient:
             self.stats.largest_call = max(self.stats.largest_call, len(rows))
 
     async def _run(self, rows: TokenRows, call: _Call) -> None:
+        started = time.perf_counter()
         try:
-            answer = await self._predict(rows)
+            try:
+                answer = await self._predict(rows)
+            finally:
+                self._rows_in_flight -= len(call.futures)
             results = split_answer(answer, len(call.futures))
+            per_row = (time.perf_counter() - started) / len(call.futures)
+            self._seconds_per_row += 0.2 * (per_row - self._seconds_per_row)
         except asyncio.CancelledError:
             for future in call.futures:
                 future.cancel()
@@ -319,12 +360,25 @@ class Outcome:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+ADMISSION_SHARE = 0.8
+"""Accepted work must be finishable within this share of ``request_timeout_s`` (the rest is the
+margin for the ingress's own work and for the rate estimate being off)."""
+
+
 class Pipeline:
     """Plans texts, fans their windows out through the model clients and assembles the answers."""
 
     def __init__(self, planner: Planner, clients: dict[Task, ModelClient]) -> None:
         self.planner = planner
         self.clients = clients
+
+    def admit(self, plans: Sequence[DocumentPlan], timeout_s: float) -> None:
+        """Admission control: 503 at once unless every model can finish its backlog plus these
+        plans' windows within ADMISSION_SHARE of the time limit (serve_app.fanout.ModelClient.admit)."""
+        for task, client in self.clients.items():
+            rows = sum(len(plan.tasks[task].windows) for plan in plans if task in plan.tasks)
+            if rows:
+                client.admit(rows, timeout_s * ADMISSION_SHARE)
 
     def _submit(self, plans: Sequence[DocumentPlan]) -> list[dict[Task, list[asyncio.Future[Any]]]]:
         """Queue every window of ``plans``, one submission per model so that the windows of all
@@ -367,6 +421,7 @@ class Pipeline:
 
     async def analyze_plans(self, plans: Sequence[DocumentPlan], timeout_s: float) -> list[Outcome]:
         """Analyse planned texts together: all their windows share the model calls."""
+        self.admit(plans, timeout_s)
         submitted = self._submit(plans)
         flat = [future for per_plan in submitted for futures in per_plan.values() for future in futures]
         results = iter(await self._collect(flat, timeout_s))

@@ -314,9 +314,17 @@ class Ingress:
         self._ensure_following()
         _check_text(text, self.config)
         plan = await self.pipeline.planner.plan_async(text, tasks, self._settings())
+        self._fail_fast(plan.tasks)
         (outcome,) = await self.pipeline.analyze_plans([plan], self.config.request_timeout_s)
         self.metrics.observe(outcome)
         return outcome
+
+    def _fail_fast(self, tasks: Any) -> None:
+        """503 + Retry-After at once when a model the request needs has no running replica
+        (Serve would hold the call until one appears: a hang, not an answer)."""
+        down = [task for task in tasks if self.replicas.get(task) == 0]
+        if down:
+            raise ModelsNotReadyError(f"no running replica of the {' and '.join(down)} model; retry shortly")
 
     # ---------------------------------------------------------------- routes
 
@@ -380,6 +388,7 @@ class Ingress:
         def plan_all() -> list[fanout.DocumentPlan]:
             return [planner.plan(t, body.tasks, settings, field=f"texts[{i}]") for i, t in enumerate(body.texts)]
 
+        self._fail_fast(body.tasks)
         plans = plan_all() if total <= fanout.INLINE_PLAN_CHARS else await asyncio.to_thread(plan_all)
         outcomes = await self.pipeline.analyze_plans(plans, config.request_timeout_s)
         for outcome in outcomes:
@@ -407,6 +416,8 @@ class Ingress:
         body = _parse(AnalyzeRequest, await _read_body(request, self.config))
         _check_text(body.text, self.config)
         plan = await self.pipeline.planner.plan_async(body.text, body.tasks, self._settings())
+        self._fail_fast(plan.tasks)
+        self.pipeline.admit([plan], self.config.request_timeout_s)  # refused before the stream begins
         return StreamingResponse(self._stream(plan, _request_id(request)), media_type="application/x-ndjson")
 
     async def _stream(self, plan: fanout.DocumentPlan, request_id: str | None) -> AsyncIterator[bytes]:
@@ -444,6 +455,10 @@ class Ingress:
         return await asyncio.shield(self._ready[1])
 
     async def _readiness(self) -> ReadyResponse:
+        self._ensure_following()
+        missing = [f"{task} (no running replica)" for task in self.handles if self.replicas.get(task) == 0]
+        if missing:  # answered at once: a probe would wait for a replica that is not there
+            raise ModelsNotReadyError(f"not ready: {', '.join(missing)}")
         probe_texts: dict[fanout.Task, str] = {"ner": "马云在杭州。", "sentiment": "很好。"}
         probes = {task: asyncio.ensure_future(self._probe(task, text)) for task, text in probe_texts.items()}
         await asyncio.wait(probes.values(), timeout=10)

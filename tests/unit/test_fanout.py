@@ -4,6 +4,7 @@ that run the real model core on tiny real ONNX models in process."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,38 @@ def test_models_with_one_tokenizer_share_one_encoding(models: FakeModels, monkey
 def test_split_answer_rejects_a_wrong_row_count() -> None:
     with pytest.raises(RuntimeError, match="answered 2 rows for a call of 3"):
         fanout.split_answer(np.zeros((2, 2)), 3)
+
+
+def test_admission_refuses_work_beyond_what_the_models_finish_in_time_at_once(models: FakeModels) -> None:
+    """A backlog the models cannot finish within the time limit: the next request is refused
+    with 503 + Retry-After without waiting; what was accepted completes; once the backlog is
+    gone a short request is admitted and answered."""
+    models.delay_s = 0.02  # per call of up to 16 windows: ~800 windows/s with 1 call in flight
+    pipeline = models.pipeline(group_size=16, calls_in_flight=1)
+    big = pipeline.planner.plan("马云在杭州。" * 400, ["ner"], SETTINGS)  # 400 windows, ~0.5 s of work
+    small = pipeline.planner.plan("马云在杭州。", ["ner"], SETTINGS)
+    timeout_s = 0.5  # the models can finish ~0.8 × 0.5 s × 800 = 320 windows in time
+
+    async def burst() -> tuple[list[fanout.Outcome], float, OverloadedError]:
+        accepted = asyncio.ensure_future(pipeline.analyze_plans([big], 30))  # admitted: nothing ahead of it
+        await asyncio.sleep(0.1)  # some calls measured, ~300 windows still queued
+        started = time.perf_counter()
+        with pytest.raises(OverloadedError) as refused:
+            await pipeline.analyze_plans([big], timeout_s)
+        refused_after = time.perf_counter() - started
+        return await accepted, refused_after, refused.value
+
+    (outcome,), refused_after, error = asyncio.run(burst())
+    assert refused_after < 0.05 and error.status_code == 503 and int(error.headers["Retry-After"]) >= 1
+    assert len(outcome.results["ner"]["entities"]) == 800  # the accepted document completed
+    assert pipeline.clients["ner"].backlog == 0
+    (after,) = asyncio.run(pipeline.analyze_plans([small], timeout_s))
+    assert spans(after) == [("马云", "PER", 0, 2), ("杭州", "LOC", 3, 5)]
+    rate = pipeline.clients["ner"].rows_per_second()
+    assert 200 < rate < 2000, rate  # the measured rate, not the prior
+
+
+def test_a_request_with_nothing_ahead_is_admitted_however_large(models: FakeModels) -> None:
+    pipeline = models.pipeline(group_size=16, calls_in_flight=1)
+    plan = pipeline.planner.plan("马云在杭州。" * 200, ["ner"], SETTINGS)
+    pipeline.admit([plan], 0.001)  # far beyond the capacity of 1 ms, but the queue is empty

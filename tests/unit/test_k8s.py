@@ -100,9 +100,67 @@ def test_the_image_is_non_root_and_installs_pinned_serving_dependencies() -> Non
     for line in (REPO_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
             name, version = line.split("==")
-            pins[name] = version
+            pins[re.sub(r"[-_.]+", "-", name.lower())] = version
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     for requirement in project["dependencies"]:
-        name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower()
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower())
         assert name in pins, f"{name} is not pinned in constraints.txt"
     assert "torch" not in pins and "modelscope" not in pins  # serving never installs them
+
+
+def _replica_asks(config: dict[str, Any], which: str) -> tuple[float, list[tuple[str, int, float, int]]]:
+    """Total CPU with every deployment at its ``which`` (min/max) replicas, and per deployment
+    (name, replicas, CPUs per replica, memory budget MiB per replica)."""
+    (application,) = config["applications"]
+    total, rows = 0.0, []
+    for deployment in application["deployments"]:
+        scaling = deployment.get("autoscaling_config")
+        replicas = scaling[f"{which}_replicas"] if scaling else deployment.get("num_replicas", 1)
+        cpus = deployment["ray_actor_options"]["num_cpus"]
+        budget = (deployment.get("user_config") or {}).get("memory_limit_mb", 0)
+        total += replicas * cpus
+        rows.append((deployment["name"], replicas, cpus, budget))
+    return total, rows
+
+
+def test_the_local_configs_fit_the_machines_they_are_for() -> None:
+    """serve_config.yaml at max_replicas fits this 2-core box without overriding Ray's CPU
+    count (it scales under load instead of leaving a replica pending); the base-size config fits
+    its minimum on a 4-CPU node."""
+    local, _ = _replica_asks(load(REPO_ROOT / "serve_config.yaml"), "max")
+    assert local <= 2.0 + 1e-9, f"serve_config.yaml asks {local} CPUs at max_replicas"
+    base, _ = _replica_asks(load(REPO_ROOT / "serve_config.base.yaml"), "min")
+    assert base <= 4.0, f"serve_config.base.yaml asks {base} CPUs at min_replicas"
+
+
+def _quantity_mib(value: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+    for suffix, factor in units.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value) / (1 << 20)
+
+
+def test_the_rayservice_replicas_fit_the_worker_pods(rayservice: dict[str, Any]) -> None:
+    """Every deployment at max_replicas fits the worker group at maxReplicas pods (the head has
+    num-cpus 0); one replica fits one pod in CPU, and a pod's model replicas' memory budgets fit
+    inside its memory limit; each deployment keeps at least two replicas (two nodes)."""
+    serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (group,) = cluster["workerGroupSpecs"]
+    (container,) = group["template"]["spec"]["containers"]
+    pod_cpu = float(container["resources"]["limits"]["cpu"])
+    pod_mib = _quantity_mib(container["resources"]["limits"]["memory"])
+    assert container["resources"]["requests"] == container["resources"]["limits"]  # Guaranteed QoS
+    total, rows = _replica_asks(serve_config, "max")
+    assert total <= group["maxReplicas"] * pod_cpu, f"{total} CPUs at max_replicas > {group['maxReplicas']} pods"
+    for name, _, cpus, _ in rows:
+        assert cpus <= pod_cpu, name
+    # The most model replicas one pod can hold, each at its full budget, stay under the limit
+    # (with room for Ray's own processes): the budget, not the kernel, acts first.
+    _, minimum = _replica_asks(serve_config, "min")
+    assert all(replicas >= 2 for _, replicas, _, _ in minimum), minimum
+    model_budgets = sorted((budget for _, _, _, budget in rows if budget), reverse=True)
+    fits_per_pod = int(pod_cpu // min(cpus for _, _, cpus, budget in rows if budget))
+    assert sum(model_budgets[:1] * fits_per_pod) + 512 <= pod_mib, (model_budgets, pod_mib)

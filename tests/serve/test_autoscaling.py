@@ -1,0 +1,92 @@
+"""Autoscaling shown on the real cluster: under sustained load NER, Sentiment and the Ingress go
+from 1 to 2 replicas, and back to 1 when the load ends (short delays in this test's config;
+serve_config.yaml's are 5 s up and 60 s down)."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import deploy_applications, zhserve_application
+
+pytestmark = pytest.mark.serve
+
+FAST = {"upscale_delay_s": 1, "downscale_delay_s": 6, "look_back_period_s": 2, "metrics_interval_s": 0.5}
+DEPLOYMENTS = ("Ingress", "NER", "Sentiment")
+
+
+def running() -> dict[str, int]:
+    from ray import serve
+    from ray.serve._private.common import ReplicaState
+
+    deployments = serve.status().applications["zhserve"].deployments
+    return {name: int(deployments[name].replica_states.get(ReplicaState.RUNNING, 0)) for name in DEPLOYMENTS}
+
+
+def wait_for_counts(wanted: dict[str, int], timeout_s: float = 90) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
+    counts = running()
+    while time.monotonic() < deadline and counts != wanted:
+        time.sleep(1)
+        counts = running()
+    return counts
+
+
+def fast_scaling_application() -> dict[str, Any]:
+    application = zhserve_application()
+    for deployment in application["deployments"]:
+        scaling = copy.deepcopy(deployment["autoscaling_config"])
+        scaling.update(FAST, min_replicas=1, max_replicas=2)
+        deployment["autoscaling_config"] = scaling
+    return application
+
+
+def test_every_deployment_scales_up_under_load_and_back_down_after(zhserve_url: str) -> None:
+    document = "马云在杭州会见了北京大学的李明教授，双方讨论了合作。这家酒店的服务很好。" * 60  # ~2,000 chars
+    stop = threading.Event()
+    failures: list[str] = []
+    answered = [0]
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as session:
+            while not stop.is_set():
+                try:
+                    response = session.post(f"{zhserve_url}/v1/analyze", json={"text": document})
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+                answered[0] += 1
+
+    deploy_applications(fast_scaling_application())
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(16)]
+    peak = {name: 0 for name in DEPLOYMENTS}
+    try:
+        assert wait_for_counts({name: 1 for name in DEPLOYMENTS}) == {name: 1 for name in DEPLOYMENTS}
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and min(peak.values()) < 2:
+            for name, count in running().items():
+                peak[name] = max(peak[name], count)
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=150)
+    assert not any(thread.is_alive() for thread in threads), "a client hung"
+    assert peak == {name: 2 for name in DEPLOYMENTS}, f"replicas at peak: {peak}"
+    assert failures == [], failures[:5]
+    assert answered[0] > 16
+
+    counts = wait_for_counts({name: 1 for name in DEPLOYMENTS})
+    try:
+        assert counts == {name: 1 for name in DEPLOYMENTS}, f"replicas after the load: {counts}"
+    finally:
+        deploy_applications(zhserve_application())
