@@ -117,7 +117,7 @@ app = FastAPI(
     redoc_url=None,
 )
 app.docs_url = "/docs"  # where Serve and the dashboard look for the docs
-DOCS_HTML = get_swagger_ui_html(openapi_url="/openapi.json", title="zhserve - API docs").body.decode("utf-8")
+DOCS_HTML = bytes(get_swagger_ui_html(openapi_url="/openapi.json", title="zhserve - API docs").body).decode("utf-8")
 DOCS_CSP = docs_csp(DOCS_HTML)
 install_error_handlers(app, _request_id, BASE_HEADERS)
 API_ROUTES = frozenset({"/v1/ner", "/v1/sentiment", "/v1/analyze", "/v1/analyze/stream", "/v1/batch", "/v1/models",
@@ -234,10 +234,10 @@ class Ingress:
     def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, settings: AppArgs | None = None) -> None:
         settings = settings or AppArgs()
         wire = settings.handle_serialization  # pickle by default: measured in load_tests/bench.py
-        call = {"method_name": "predict", "request_serialization": wire, "response_serialization": wire}
+        given: dict[fanout.Task, DeploymentHandle] = {"ner": ner, "sentiment": sentiment}
         self.handles: dict[fanout.Task, DeploymentHandle] = {
-            "ner": ner.options(**call),
-            "sentiment": sentiment.options(**call),
+            task: handle.options(method_name="predict", request_serialization=wire, response_serialization=wire)
+            for task, handle in given.items()
         }
         self.models: dict[fanout.Task, fanout.ServedModel] = {
             "ner": fanout.ServedModel.from_dir(str(settings.ner_model)),

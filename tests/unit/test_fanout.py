@@ -334,7 +334,7 @@ def test_admission_refuses_work_beyond_what_the_models_finish_in_time_at_once(mo
     (after,) = asyncio.run(pipeline.analyze_plans([small], timeout_s))
     assert spans(after) == [("马云", "PER", 0, 2), ("杭州", "LOC", 3, 5)]
     rate = pipeline.clients["ner"].rows_per_second()
-    assert 200 < rate < 2000, rate  # the measured rate, not the prior
+    assert rate > 1 / fanout.SECONDS_PER_ROW_PRIOR, rate  # the measured rate (full calls are cheaper per row)
 
 
 def test_a_request_with_nothing_ahead_is_admitted_however_large(models: FakeModels) -> None:
