@@ -51,6 +51,14 @@
       if (name === "class") node.className = value;
       else if (name === "text") node.textContent = value;
       else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else if (name === "style") {
+        // Through CSSOM, property by property: the Content-Security-Policy (style-src 'self')
+        // refuses style attributes, but not styles set from the page's own script.
+        for (const declaration of String(value).split(";")) {
+          const colon = declaration.indexOf(":");
+          if (colon > 0) node.style.setProperty(declaration.slice(0, colon).trim(), declaration.slice(colon + 1).trim());
+        }
+      }
       else node.setAttribute(name, value === true ? "" : String(value));
     }
     for (const child of children) {
