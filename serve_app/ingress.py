@@ -314,17 +314,9 @@ class Ingress:
         self._ensure_following()
         _check_text(text, self.config)
         plan = await self.pipeline.planner.plan_async(text, tasks, self._settings())
-        self._fail_fast(plan.tasks)
         (outcome,) = await self.pipeline.analyze_plans([plan], self.config.request_timeout_s)
         self.metrics.observe(outcome)
         return outcome
-
-    def _fail_fast(self, tasks: Any) -> None:
-        """503 + Retry-After at once when a model the request needs has no running replica
-        (Serve would hold the call until one appears: a hang, not an answer)."""
-        down = [task for task in tasks if self.replicas.get(task) == 0]
-        if down:
-            raise ModelsNotReadyError(f"no running replica of the {' and '.join(down)} model; retry shortly")
 
     # ---------------------------------------------------------------- routes
 
@@ -388,7 +380,6 @@ class Ingress:
         def plan_all() -> list[fanout.DocumentPlan]:
             return [planner.plan(t, body.tasks, settings, field=f"texts[{i}]") for i, t in enumerate(body.texts)]
 
-        self._fail_fast(body.tasks)
         plans = plan_all() if total <= fanout.INLINE_PLAN_CHARS else await asyncio.to_thread(plan_all)
         outcomes = await self.pipeline.analyze_plans(plans, config.request_timeout_s)
         for outcome in outcomes:
@@ -416,7 +407,6 @@ class Ingress:
         body = _parse(AnalyzeRequest, await _read_body(request, self.config))
         _check_text(body.text, self.config)
         plan = await self.pipeline.planner.plan_async(body.text, body.tasks, self._settings())
-        self._fail_fast(plan.tasks)
         self.pipeline.admit([plan], self.config.request_timeout_s)  # refused before the stream begins
         return StreamingResponse(self._stream(plan, _request_id(request)), media_type="application/x-ndjson")
 

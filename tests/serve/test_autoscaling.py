@@ -51,6 +51,7 @@ def test_every_deployment_scales_up_under_load_and_back_down_after(zhserve_url: 
     stop = threading.Event()
     failures: list[str] = []
     answered = [0]
+    refused = [0]
 
     def client() -> None:
         with httpx.Client(timeout=120) as session:
@@ -59,6 +60,11 @@ def test_every_deployment_scales_up_under_load_and_back_down_after(zhserve_url: 
                     response = session.post(f"{zhserve_url}/v1/analyze", json={"text": document})
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
+                    continue
+                if response.status_code == 503 and response.json()["error"]["code"] == "overloaded":
+                    # Admission control refusing at once is an answer: honour its Retry-After.
+                    refused[0] += 1
+                    stop.wait(min(float(response.headers["retry-after"]), 2.0))
                     continue
                 if response.status_code != 200:
                     failures.append(f"{response.status_code} {response.text[:200]}")
@@ -80,13 +86,13 @@ def test_every_deployment_scales_up_under_load_and_back_down_after(zhserve_url: 
         stop.set()
         for thread in threads:
             thread.join(timeout=150)
+        # Whatever happened, the next test gets one replica of each on the shipped config.
+        wait_for_counts({name: 1 for name in DEPLOYMENTS})
+        deploy_applications(zhserve_application())
     assert not any(thread.is_alive() for thread in threads), "a client hung"
     assert peak == {name: 2 for name in DEPLOYMENTS}, f"replicas at peak: {peak}"
     assert failures == [], failures[:5]
-    assert answered[0] > 16
+    assert answered[0] > 16 and refused[0] <= answered[0] * 0.1, (answered, refused)
 
     counts = wait_for_counts({name: 1 for name in DEPLOYMENTS})
-    try:
-        assert counts == {name: 1 for name in DEPLOYMENTS}, f"replicas after the load: {counts}"
-    finally:
-        deploy_applications(zhserve_application())
+    assert counts == {name: 1 for name in DEPLOYMENTS}, f"replicas after the load: {counts}"
