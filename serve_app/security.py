@@ -34,6 +34,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.errors import UnauthorizedError, error_response
+from serve_app.metrics import ERROR_CODE_KEY
 
 API_KEY_ENV = "ZHSERVE_API_KEY"
 API_KEY_FILE_ENV = "ZHSERVE_API_KEY_FILE"
@@ -120,7 +121,7 @@ class ApiKeyMiddleware:
             if key is not None and scope.get("method") != "OPTIONS" and not is_authorised(Headers(scope=scope), key):
                 error = UnauthorizedError("missing or wrong API key; send 'Authorization: Bearer <key>'")
                 error.headers["WWW-Authenticate"] = 'Bearer realm="zhserve"'
-                scope["zhserve.error_code"] = error.code  # for the request metrics
+                scope[ERROR_CODE_KEY] = error.code  # for the request metrics
                 await error_response(error, self.request_id(scope))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
