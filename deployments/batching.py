@@ -69,11 +69,64 @@ def run_in_token_budget(
     return [results[index] for index in range(len(items))]
 
 
+CAP_MARGIN_SHARE = 0.25
+"""The allocation cap lies this share of the budget above the budget (at least CAP_MARGIN_MIN):
+between the two, the replica still computes while it is being replaced; past the cap an
+allocation fails."""
+CAP_MARGIN_MIN = 128 << 20
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """A failure that means "out of memory": Python's MemoryError, or ONNX Runtime's allocator
+    refusing (its errors arrive as RuntimeException with the allocator's message)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return "bad_alloc" in text or "Failed to allocate" in text
+
+
 @dataclass
 class MemoryGuard:
-    """Reads this process's resident set size and compares it with a budget."""
+    """The replica's memory budget, in two levels.
+
+    - Resident memory over ``limit_bytes``: the replica refuses new work (retryable, the ingress
+      retries it elsewhere) and fails its health check, so Serve replaces it.
+    - An allocation cap (``RLIMIT_DATA``, the kernel's limit on a process's private writable
+      memory) a margin above that: an allocation past it fails inside the call that asked for
+      it (``MemoryError``), which fails alone with a clear error instead of growing the process
+      until Ray's OOM killer or the kernel kills it and its bystanders.
+
+    The cap is set relative to what the process has mapped when the budget is applied (a Ray
+    worker maps a few hundred MiB of reserved, untouched data: thread stacks, allocator arenas),
+    so it grants exactly the budget's headroom over today's resident memory plus the margin.
+    """
 
     limit_bytes: int | None = None
+    cap_bytes: int | None = None
+
+    def apply(self, limit_bytes: int | None) -> None:
+        """Set the budget and the allocation cap that goes with it (none: both lifted)."""
+        self.limit_bytes = limit_bytes
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if limit_bytes is None:
+            self.cap_bytes = None
+            resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
+            return
+        margin = max(int(limit_bytes * CAP_MARGIN_SHARE), CAP_MARGIN_MIN)
+        headroom = max(limit_bytes - self.rss_bytes(), 0)
+        cap = _status_bytes("VmData") + headroom + margin
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        self.cap_bytes = cap
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
 
     @staticmethod
     def rss_bytes() -> int:

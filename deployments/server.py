@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from deployments.batching import BatchConfig, MemoryGuard, run_in_token_budget
+from deployments.batching import BatchConfig, MemoryGuard, is_allocation_failure, run_in_token_budget
 from deployments.runtime.model_dir import Manifest
 from deployments.runtime.rows import TokenRows
 
@@ -61,6 +62,20 @@ def _memory_gauges() -> tuple[Any, Any]:
     return resident, budget
 
 
+def _refusal_counter() -> Any:
+    from ray.serve.metrics import Counter
+
+    return Counter(
+        "zhserve_replica_memory_refusals",
+        description="Rows a model replica refused because it was over its memory budget or hit its allocation cap.",
+        tag_keys=("reason",),
+    )
+
+
+TEST_HOOKS_ENV = "ZHSERVE_TEST_HOOKS"
+"""Set to 1 (tests only) to enable ``ModelServerBase.grow``; production replicas refuse it."""
+
+
 def _replica_id() -> str:
     from ray import serve
 
@@ -87,12 +102,14 @@ class ModelServerBase(Generic[R]):
         self.config = BatchConfig()
         self._stats = ServerStats(replica=_replica_id())
         self._rss_gauge, self._budget_gauge = _memory_gauges()
+        self._refusals = _refusal_counter()
+        self._ballast: list[bytearray] = []
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` live: batch size, batch wait, token budget, memory budget."""
         self.config = BatchConfig.model_validate(user_config or {})
         limit = self.config.memory_limit_mb
-        self.memory.limit_bytes = None if limit is None else limit << 20
+        self.memory.apply(None if limit is None else limit << 20)
         self._budget_gauge.set(self.memory.limit_bytes or 0)
         self.predict.set_max_batch_size(self.config.max_batch_size)
         self.predict.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
@@ -129,6 +146,17 @@ class ModelServerBase(Generic[R]):
                 f"resident memory {rss >> 20} MiB exceeds the budget of {self.config.memory_limit_mb} MiB"
             )
         self._probe(self.health_probe)
+
+    def grow(self, megabytes: int) -> dict[str, Any]:
+        """Test hook (only with ``ZHSERVE_TEST_HOOKS=1``): allocate and touch ``megabytes`` of
+        memory that stays allocated, as a leak or a memory-hungry input would. Past the
+        allocation cap this raises MemoryError, and the replica goes on serving."""
+        if os.environ.get(TEST_HOOKS_ENV) != "1":
+            raise PermissionError(f"grow() is a test hook; set {TEST_HOOKS_ENV}=1 to enable it")
+        ballast = bytearray(megabytes << 20)
+        ballast[:: 1 << 12] = b"\x01" * len(range(0, len(ballast), 1 << 12))  # touch every page
+        self._ballast.append(ballast)
+        return {"replica": self._stats.replica, "rss_bytes": self.memory.rss_bytes(), "cap_bytes": self.memory.cap_bytes}
 
     def _probe(self, text: str) -> None:
         raise NotImplementedError
@@ -168,6 +196,7 @@ class ModelServerBase(Generic[R]):
         fails alone. A failure is logged here and reported to the caller without internals."""
         over, rss = self.memory.over_budget()
         if over:
+            self._refusals.inc(len(rows), tags={"reason": "over_budget"})
             message = f"replica memory {rss >> 20} MiB is over its budget; retry shortly"
             return [ItemError(message, retryable=True) for _ in rows]
         self._stats.items += len(rows)
@@ -177,7 +206,12 @@ class ModelServerBase(Generic[R]):
         try:
             answered: list[R] = run_in_token_budget(rows, lengths, self.config.max_batch_tokens, self._infer)
             return list(answered)
-        except Exception:
+        except Exception as exc:
+            if is_allocation_failure(exc):  # row by row would only ask for the memory again
+                logger.error("a batch of %d rows hit the replica's allocation cap: %s", len(rows), exc)
+                self._refusals.inc(len(rows), tags={"reason": "allocation_cap"})
+                message = "the replica's memory allowance was exhausted by this batch; retry shortly"
+                return [ItemError(message, retryable=True) for _ in rows]
             logger.exception("batch of %d rows failed; retrying row by row", len(rows))
         results: list[R | ItemError] = []
         for row in rows:

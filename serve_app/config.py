@@ -46,6 +46,14 @@ class IngressConfig(BaseModel):
             "further windows queue in the ingress and travel together in the next call"
         ),
     )
+    no_replica_wait_s: float = Field(
+        default=15.0,
+        ge=0,
+        description=(
+            "How long requests wait for a model that has no running replica (a lost replica is usually "
+            "replaced within seconds); after that they get 503 models_not_ready at once until one runs"
+        ),
+    )
     api_key_file: str | None = Field(
         default=None,
         description=(

@@ -40,7 +40,7 @@ from deployments.runtime.spans import Entity, build_entities
 from deployments.runtime.tokenizer import Tokenized, Tokenizer
 from deployments.server import ItemError
 from serve_app import chunking
-from serve_app.errors import EmptyTextError, OverloadedError, api_error, item_error
+from serve_app.errors import EmptyTextError, ModelsNotReadyError, OverloadedError, api_error, item_error
 
 Task = Literal["ner", "sentiment"]
 
@@ -190,6 +190,12 @@ array of probabilities [rows, labels] for sentiment, or a list with an ``ItemErr
 each row that failed)."""
 
 
+def refused(answer: Any) -> bool:
+    """Whether a replica refused a call for reasons that say nothing about its rows (over its
+    memory budget): the same call may succeed on another replica a moment later."""
+    return isinstance(answer, list) and any(isinstance(item, ItemError) and item.retryable for item in answer)
+
+
 def split_answer(answer: Any, count: int) -> list[Any]:
     """Per-row results of one call's answer."""
     if isinstance(answer, TagRows):
@@ -227,12 +233,22 @@ class ModelClient:
     """Coalesces rows from every request into calls of at most ``group_size`` rows, with at most
     ``calls_in_flight`` calls outstanding. Each row's result arrives on its own future."""
 
-    def __init__(self, predict: Predict, *, group_size: int, calls_in_flight: int) -> None:
+    def __init__(
+        self,
+        predict: Predict,
+        *,
+        group_size: int,
+        calls_in_flight: int,
+        on_refused: Callable[[int], None] | None = None,
+    ) -> None:
         self._predict = predict
         self.group_size = group_size
         self.calls_in_flight = calls_in_flight
+        self._on_refused = on_refused
         self._pending: deque[tuple[np.ndarray, asyncio.Future[Any]]] = deque()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._calls: dict[asyncio.Task[None], _Call] = {}
+        self.unavailable: str | None = None  # why the model cannot answer now (no replica), if so
         self._rows_in_flight = 0
         self._seconds_per_row = SECONDS_PER_ROW_PRIOR  # per row per call slot, moving average
         self.stats = ClientStats()
@@ -242,10 +258,34 @@ class ModelClient:
         self.calls_in_flight = calls_in_flight
         self._dispatch()
 
+    def mark_unavailable(self, reason: str) -> None:
+        """The model has had no running replica for too long: fail what waits for it, now and
+        until ``mark_available``, with 503 models_not_ready instead of letting callers hang."""
+        self.unavailable = reason
+        while self._pending:
+            _, future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(self._not_ready())
+        for task, call in list(self._calls.items()):
+            for future in call.futures:
+                if not future.done():
+                    future.set_exception(self._not_ready())
+            task.cancel()
+
+    def mark_available(self) -> None:
+        self.unavailable = None
+
+    def _not_ready(self) -> ModelsNotReadyError:
+        return ModelsNotReadyError(f"{self.unavailable}; retry shortly", retry_after_s=5)
+
     def submit(self, rows: Sequence[np.ndarray]) -> list[asyncio.Future[Any]]:
         """Queue ``rows``; returns one future per row, resolved with that row's result."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in rows]
+        if self.unavailable is not None:
+            for future in futures:
+                future.set_exception(self._not_ready())
+            return futures
         self._pending.extend(zip(rows, futures, strict=True))
         self._dispatch()
         return futures
@@ -272,11 +312,16 @@ class ModelClient:
     def admit(self, rows: int, horizon_s: float) -> None:
         """Refuse (503 + Retry-After, at once) ``rows`` more if the backlog with them could not
         be finished within ``horizon_s`` at the measured rate. A request with nothing ahead of it
-        is always admitted, however large, so one long document is never refused outright."""
+        is always admitted, however large, so one long document is never refused outright.
+        A model without a running replica (``mark_unavailable``) refuses at once with 503."""
+        if self.unavailable is not None:
+            raise self._not_ready()
         backlog = self.backlog
         capacity = self.rows_per_second() * horizon_s
         if backlog and backlog + rows > capacity:
             self.stats.refused_rows += rows
+            if self._on_refused is not None:
+                self._on_refused(rows)
             wait_s = max(1, math.ceil((backlog + rows - capacity) / self.rows_per_second()))
             raise OverloadedError(
                 "the service is at capacity: the work already accepted fills what the models can "
@@ -300,6 +345,7 @@ class ModelClient:
             task = asyncio.ensure_future(self._run(TokenRows.pack(rows), call))
             call.task = task
             self._in_flight.add(task)
+            self._calls[task] = call
             task.add_done_callback(self._finished)
             for future in futures:
                 future.add_done_callback(functools.partial(self._abandoned, call=call))
@@ -345,6 +391,7 @@ class ModelClient:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._calls.pop(task, None)
         self._dispatch()
 
 

@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -206,25 +206,43 @@ def _check_text(text: str, config: IngressConfig, *, field: str = "text") -> Non
         ) from None
 
 
-async def _predict(handle: DeploymentHandle, rows: TokenRows) -> Any:
-    """``handle.predict(rows)``, retried once on another replica if the one serving it is lost.
+REFUSAL_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
+"""Waits before each repeat of a call a replica refused (over its memory budget). Serve routes
+each repeat afresh; within these ~4 s the refusing replica fails its health check (every 2 s)
+and leaves the routing table, so the call lands on a sibling or on its replacement."""
 
-    Model calls are pure, so repeating one is safe; Serve routes the retry to a live replica (or
+
+async def _predict(handle: DeploymentHandle, rows: TokenRows, *, on_retry: Callable[[str], None] | None = None) -> Any:
+    """``handle.predict(rows)``, repeated when the replica serving it is lost (once) or refuses it
+    (over its memory budget: up to ``len(REFUSAL_BACKOFF_S)`` times, with a growing wait).
+
+    Model calls are pure, so repeating one is safe; Serve routes the repeat to a live replica (or
     holds it until the controller has replaced the lost one). Cancelling the awaiting task cancels
     the request in flight, so nothing keeps computing for a caller who has gone.
     """
-    for attempt in (1, 2):
+    lost = refusals = 0
+    while True:
         response = handle.remote(rows)
         try:
-            return await response
+            answer = await response
         except asyncio.CancelledError:
             response.cancel()
             raise
         except REPLICA_LOST as exc:
-            if attempt == 2:
+            lost += 1
+            if lost > 1:
                 raise
             logger.warning("model replica lost under a call (%s); retrying on another", type(exc).__name__)
-    raise AssertionError("unreachable")
+            if on_retry is not None:
+                on_retry("replica_lost")
+            continue
+        if refusals < len(REFUSAL_BACKOFF_S) and fanout.refused(answer):
+            if on_retry is not None:
+                on_retry("refused")
+            await asyncio.sleep(REFUSAL_BACKOFF_S[refusals])
+            refusals += 1
+            continue
+        return answer
 
 
 @serve.ingress(app)
@@ -245,18 +263,20 @@ class Ingress:
         }
         self.ui_dir = settings.ui_dir.resolve()
         self.config = IngressConfig()
+        self.metrics = IngressMetrics()
         self.clients: dict[fanout.Task, fanout.ModelClient] = {
             task: fanout.ModelClient(
-                functools.partial(_predict, handle),
+                functools.partial(_predict, handle, on_retry=functools.partial(self.metrics.retried, task)),
                 group_size=self.config.window_group_size,
                 calls_in_flight=self.config.model_calls_per_replica,
+                on_refused=functools.partial(self.metrics.refused, task),
             )
             for task, handle in self.handles.items()
         }
         self.pipeline = fanout.Pipeline(fanout.Planner(self.models), self.clients)
         self.replicas: dict[fanout.Task, int] = {}
         self._follower: asyncio.Future[None] | None = None
-        self.metrics = IngressMetrics()
+        self._down_since: dict[fanout.Task, float] = {}
         app.state.metrics = self.metrics
         app.state.config = self.config
         app.state.api_key = load_api_key()
@@ -286,7 +306,8 @@ class Ingress:
             )
 
     async def _follow_replicas(self) -> None:
-        """Keep the clients sized to the models' running replicas as they scale (every 2 s)."""
+        """Every second: size the clients to the models' running replicas as they scale, and
+        fail fast for a model that has had none for ``no_replica_wait_s``."""
         names = {task: handle.deployment_name for task, handle in self.handles.items()}
         while True:
             try:
@@ -295,10 +316,28 @@ class Ingress:
                 for task, name in names.items():
                     states = application.deployments[name].replica_states
                     self.replicas[task] = int(states.get(ReplicaState.RUNNING, 0))
+                    self.metrics.replicas.set(self.replicas[task], tags={"task": task})
+                    self._check_available(task, name, time.monotonic())
                 self._size_clients()
             except Exception:  # the controller busy or restarting: keep the last sizes
                 logger.debug("replica counts unavailable", exc_info=True)
-            await asyncio.sleep(2)
+            await asyncio.sleep(1)
+
+    def _check_available(self, task: fanout.Task, deployment: str, now: float) -> None:
+        """A model with no running replica: its callers wait ``no_replica_wait_s`` for a
+        replacement (a lost replica is usually back within seconds, and its calls are retried);
+        after that, they and every new request get 503 models_not_ready at once, until one runs."""
+        client = self.clients[task]
+        if self.replicas[task] > 0:
+            self._down_since.pop(task, None)
+            if client.unavailable is not None:
+                logger.warning("%s has a running replica again", deployment)
+                client.mark_available()
+            return
+        since = self._down_since.setdefault(task, now)
+        if client.unavailable is None and now - since >= self.config.no_replica_wait_s:
+            logger.error("%s has had no running replica for %.0f s; failing its requests fast", deployment, now - since)
+            client.mark_unavailable(f"the {deployment} model has no running replica")
 
     def _ensure_following(self) -> None:
         if self._follower is None or self._follower.done():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from ray.serve.metrics import Counter, Histogram
+from ray.serve.metrics import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -56,6 +56,28 @@ class IngressMetrics:
         self.verdicts = Counter(
             "zhserve_sentiment_verdicts", description="Document sentiment labels returned.", tag_keys=("label",)
         )
+
+        self.retries = Counter(
+            "zhserve_model_call_retries",
+            description="Model calls repeated: the replica was lost under the call, or refused it (over its budget).",
+            tag_keys=("task", "reason"),  # type: ignore[arg-type]  # Ray annotates Tuple[str]
+        )
+        self.admissions_refused = Counter(
+            "zhserve_admission_refused_windows",
+            description="Windows refused at admission (503 overloaded): more than the models finish in time.",
+            tag_keys=("task",),
+        )
+        self.replicas = Gauge(
+            "zhserve_model_running_replicas",
+            description="Running replicas of each model, as this ingress replica last saw them (every second).",
+            tag_keys=("task",),
+        )
+
+    def retried(self, task: str, reason: str) -> None:
+        self.retries.inc(tags={"task": task, "reason": reason})
+
+    def refused(self, task: str, windows: int) -> None:
+        self.admissions_refused.inc(windows, tags={"task": task})
 
     def observe_request(self, route: str, status: int, code: str | None, elapsed_ms: float) -> None:
         self.requests.inc(tags={"route": route, "status_code": str(status)})

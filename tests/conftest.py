@@ -70,6 +70,7 @@ def ray_cluster() -> Iterator[None]:
     # The cluster runs with the environment `make run` gives it: Serve's fast path and HAProxy.
     environment, notes = fast_path_environment(os.environ, local=True)
     os.environ.update(environment)
+    os.environ["ZHSERVE_TEST_HOOKS"] = "1"  # replicas accept the test-only grow() (deployments.server)
     print("\n".join(notes))
     # 4 logical CPUs on a 2-core box: room for a second application (the exported-twin test)
     # beside the main one; Ray CPUs are scheduling units, ONNX threads are set per replica.

@@ -341,3 +341,46 @@ def test_a_request_with_nothing_ahead_is_admitted_however_large(models: FakeMode
     pipeline = models.pipeline(group_size=16, calls_in_flight=1)
     plan = pipeline.planner.plan("马云在杭州。" * 200, ["ner"], SETTINGS)
     pipeline.admit([plan], 0.001)  # far beyond the capacity of 1 ms, but the queue is empty
+
+
+def test_a_model_marked_unavailable_fails_waiting_and_new_requests_at_once(models: FakeModels) -> None:
+    """No running replica for too long (the ingress's follower decides): what waits for the
+    model — queued and in a call — and every new request gets 503 models_not_ready at once; the
+    other model is untouched, and once a replica runs again requests are answered."""
+    models.gate = asyncio.Event()  # calls hang, as they do with no replica to take them
+    pipeline = models.pipeline(group_size=1, calls_in_flight=1)
+    plan = pipeline.planner.plan("马云在杭州。好棒。", ["ner", "sentiment"], SETTINGS)
+    ner_only = pipeline.planner.plan("马云在杭州。", ["ner"], SETTINGS)
+    sentiment_only = pipeline.planner.plan("好棒。", ["sentiment"], SETTINGS)
+
+    async def scenario() -> tuple[BaseException, float, BaseException, BaseException | None]:
+        waiting = asyncio.ensure_future(pipeline.analyze_plans([plan, ner_only], 30))
+        await asyncio.sleep(0.05)  # one NER call in flight, the other windows queued
+        assert pipeline.clients["ner"].in_flight == 1 and pipeline.clients["ner"].queued >= 1
+        started = time.perf_counter()
+        pipeline.clients["ner"].mark_unavailable("the NER model has no running replica")
+        with pytest.raises(ModelsNotReadyError) as failed:
+            await waiting
+        failed_after = time.perf_counter() - started
+        with pytest.raises(ModelsNotReadyError) as refused:
+            await pipeline.analyze_plans([ner_only], 30)
+        models.gate.set()  # type: ignore[union-attr]
+        (other,) = await pipeline.analyze_plans([sentiment_only], 30)
+        assert other.results["sentiment"]["label"] == "positive"
+        pipeline.clients["ner"].mark_available()
+        (again,) = await pipeline.analyze_plans([ner_only], 30)
+        assert spans(again) == [("马云", "PER", 0, 2), ("杭州", "LOC", 3, 5)]
+        return failed.value, failed_after, refused.value, None
+
+    failed, failed_after, refused, _ = asyncio.run(scenario())
+    assert failed_after < 0.05
+    for error in (failed, refused):
+        assert isinstance(error, ModelsNotReadyError) and error.status_code == 503
+        assert int(error.headers["Retry-After"]) >= 1 and "NER model has no running replica" in str(error)
+    assert pipeline.clients["ner"].backlog == 0 and pipeline.clients["ner"].in_flight == 0
+
+
+def test_only_retryable_refusals_count_as_refused() -> None:
+    assert fanout.refused([ItemError("over its budget", retryable=True), ItemError("x")])
+    assert not fanout.refused([ItemError("the model failed on this window")])
+    assert not fanout.refused(np.zeros((2, 2)))
