@@ -22,7 +22,8 @@ MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "max_ongoing_requests": 64,  # must be ≥ max_batch_size or batches never fill
     "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
     "ray_actor_options": {"num_cpus": 0.4, "memory": 1 << 30},  # 2 × 0.2 + 2 × 2 × 0.4 = 2.0 fits 2 cores
-    "health_check_period_s": 10,
+    "health_check_period_s": 2,
+    "health_check_timeout_s": 10,
 }
 
 

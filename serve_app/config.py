@@ -104,4 +104,10 @@ class AppArgs(BaseModel):
     @field_validator("ner_model", "sentiment_model", "ui_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
-        return path.expanduser().resolve()
+        """A relative path is taken from the working directory when it exists there, otherwise
+        from the zhserve checkout: `serve deploy serve_config.yaml` builds the application in
+        the cluster's controller, whose working directory is Ray's, not the caller's."""
+        path = path.expanduser()
+        if path.is_absolute() or path.exists():
+            return path.resolve()
+        return (REPO_ROOT / path).resolve()

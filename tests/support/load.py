@@ -56,7 +56,10 @@ class Load:
                     sent = time.monotonic()
                     try:
                         response = http.post(f"{self.url}{self.path}", json=payload)
-                        body: Any = response.json()
+                        try:
+                            body: Any = response.json()
+                        except ValueError:  # not JSON (a proxy's own error page): kept as text
+                            body = {"non_json": response.text[:300]}
                         answer = Answer(sent, time.monotonic() - sent, response.status_code, body, payload)
                     except httpx.HTTPError as exc:  # no answer: recorded as a failed request
                         answer = Answer(sent, time.monotonic() - sent, 0, None, payload, error=repr(exc))
