@@ -224,7 +224,7 @@ class ClientStats:
     refused_rows: int = 0
 
 
-SECONDS_PER_ROW_PRIOR = 0.01
+SECONDS_PER_ROW_PRIOR = 0.004
 """What a row costs a replica before any call has been timed (measured: ~1-3 ms for the embedded
 models, ~20 ms for BERT-base INT8 twins; the estimate follows the measured calls within a few)."""
 
@@ -407,6 +407,10 @@ class Outcome:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+CHARS_PER_WINDOW_PRIOR = 40.0
+"""Characters per window before any text has been planned (news sentences: ~30-50; the estimate
+follows the planned texts)."""
+
 ADMISSION_SHARE = 0.8
 """Accepted work must be finishable within this share of ``request_timeout_s`` (the rest is the
 margin for the ingress's own work and for the rate estimate being off)."""
@@ -418,6 +422,17 @@ class Pipeline:
     def __init__(self, planner: Planner, clients: dict[Task, ModelClient]) -> None:
         self.planner = planner
         self.clients = clients
+        # Characters per window of the texts planned so far, per task (moving average): what a
+        # text will cost before it is planned (planning a long text takes CPU time of its own).
+        self.chars_per_window: dict[Task, float] = dict.fromkeys(clients, CHARS_PER_WINDOW_PRIOR)
+
+    def admit_estimate(self, chars: int, tasks: Sequence[Task], timeout_s: float) -> None:
+        """Admission before planning, from the text's length and the windows per character seen
+        so far: under a burst of long documents the refusals come at once, not after each text
+        has been tokenised. The exact check follows the plan (``admit``)."""
+        for task in tasks:
+            rows = max(1, int(chars / self.chars_per_window[task]))
+            self.clients[task].admit(rows, timeout_s * ADMISSION_SHARE)
 
     def admit(self, plans: Sequence[DocumentPlan], timeout_s: float) -> None:
         """Admission control: 503 at once unless every model can finish its backlog plus these
@@ -425,6 +440,8 @@ class Pipeline:
         for task, client in self.clients.items():
             rows = sum(len(plan.tasks[task].windows) for plan in plans if task in plan.tasks)
             if rows:
+                chars = sum(len(plan.text) for plan in plans if task in plan.tasks)
+                self.chars_per_window[task] += 0.2 * (chars / rows - self.chars_per_window[task])
                 client.admit(rows, timeout_s * ADMISSION_SHARE)
 
     def _submit(self, plans: Sequence[DocumentPlan]) -> list[dict[Task, list[asyncio.Future[Any]]]]:

@@ -352,6 +352,7 @@ class Ingress:
     async def _analyze(self, text: str, tasks: list[fanout.Task]) -> fanout.Outcome:
         self._ensure_following()
         _check_text(text, self.config)
+        self.pipeline.admit_estimate(len(text), tasks, self.config.request_timeout_s)
         plan = await self.pipeline.planner.plan_async(text, tasks, self._settings())
         (outcome,) = await self.pipeline.analyze_plans([plan], self.config.request_timeout_s)
         self.metrics.observe(outcome)
@@ -413,6 +414,7 @@ class Ingress:
             )
         for index, text in enumerate(body.texts):
             _check_text(text, config, field=f"texts[{index}]")
+        self.pipeline.admit_estimate(total, body.tasks, config.request_timeout_s)
         settings = self._settings()
         planner = self.pipeline.planner
 
@@ -445,6 +447,7 @@ class Ingress:
         """
         body = _parse(AnalyzeRequest, await _read_body(request, self.config))
         _check_text(body.text, self.config)
+        self.pipeline.admit_estimate(len(body.text), body.tasks, self.config.request_timeout_s)
         plan = await self.pipeline.planner.plan_async(body.text, body.tasks, self._settings())
         self.pipeline.admit([plan], self.config.request_timeout_s)  # refused before the stream begins
         return StreamingResponse(self._stream(plan, _request_id(request)), media_type="application/x-ndjson")

@@ -334,7 +334,8 @@ def test_admission_refuses_work_beyond_what_the_models_finish_in_time_at_once(mo
     (after,) = asyncio.run(pipeline.analyze_plans([small], timeout_s))
     assert spans(after) == [("马云", "PER", 0, 2), ("杭州", "LOC", 3, 5)]
     rate = pipeline.clients["ner"].rows_per_second()
-    assert rate > 1 / fanout.SECONDS_PER_ROW_PRIOR, rate  # the measured rate (full calls are cheaper per row)
+    # measured, not the prior: at most 800 rows/s (16 rows per 20 ms call), less for part-full calls
+    assert abs(rate - 1 / fanout.SECONDS_PER_ROW_PRIOR) > 25 and 50 < rate <= 800, rate
 
 
 def test_a_request_with_nothing_ahead_is_admitted_however_large(models: FakeModels) -> None:

@@ -53,6 +53,24 @@ def test_serve_config_v2_is_a_valid_serve_config_mirroring_the_local_one(rayserv
     assert local.http_options.host == "127.0.0.1"  # loopback only on one box
 
 
+def test_the_cluster_config_is_the_local_one_but_for_replica_placement() -> None:
+    """serve_config.cluster.yaml (README "Multi-node") differs from serve_config.yaml only where it
+    must: at least two replicas of each deployment, at most one per node."""
+    local = load(REPO_ROOT / "serve_config.yaml")
+    cluster = load(REPO_ROOT / "serve_config.cluster.yaml")
+    ServeDeploySchema.model_validate(cluster)
+    for deployment in cluster["applications"][0]["deployments"]:
+        assert deployment.pop("max_replicas_per_node") == 1, deployment["name"]
+        scaling = deployment["autoscaling_config"]
+        assert scaling["min_replicas"] >= 2 and scaling["max_replicas"] >= scaling["min_replicas"]
+        for key in ("min_replicas", "max_replicas"):
+            scaling.pop(key)
+    for deployment in local["applications"][0]["deployments"]:
+        for key in ("min_replicas", "max_replicas"):
+            deployment["autoscaling_config"].pop(key)
+    assert cluster == local
+
+
 def test_every_pod_runs_serves_fast_path(rayservice: dict[str, Any]) -> None:
     """The fast path is Ray's environment, read when a node starts: head and workers both set it,
     and the image's HAProxy wrapper (which ends HAProxy with its parent) is the binary Serve runs."""
