@@ -4,6 +4,7 @@ model directory, one ``error:`` line on bad input, and the old flat command line
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,15 @@ def test_every_option_has_a_flag_and_the_help_names_its_default(capsys) -> None:
         for name in model.model_fields:
             assert f"--{prefix}{name.replace('_', '-')}" in text
     assert "(default: 'training+people-daily')" in text
+
+
+def test_write_dev_writes_the_splits_the_cards_are_scored_on(tmp_path) -> None:
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not (data / "ner" / "msra_train.jsonl").is_file():
+        pytest.skip(f"corpora not available at {data}")
+    assert cli.main(["write-dev", str(tmp_path), "--data", str(data), "--sentiment-hold-out", "fruit"]) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(
+        f"{name}.jsonl" for name in ["news_msra", "web_cluener", "review_chnsenticorp", "unseen_weibo", "unseen_fruit"]
+    )
+    assert sum(1 for _ in (tmp_path / "unseen_fruit.jsonl").open(encoding="utf-8")) == 9992  # the README's count

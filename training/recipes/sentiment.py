@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -327,15 +328,30 @@ class _SentimentCallbacks:
         )
 
 
-def train_sentiment(run: RecipeRun) -> SentimentReport:
-    """The sentiment recipe of ``run.config``, from the corpora to ``<out>/sentiment``."""
-    recipe = run.config.sentiment
-    assert recipe is not None
+@dataclass(frozen=True)
+class SentimentData:
+    """The prepared corpora: training rows (the validation slice taken out), their examples, the dev splits."""
+
+    tokenizer: BertChineseTokenizer
+    corpora: D.SentimentCorpora
+    train_rows: list[dict]
+    validation_rows: list[dict]  # held out of both branches: picks the linear C and the ensemble weight
+    train_examples: list[D.Example]
+    dev_examples: dict[str, list[D.Example]]
+
+
+@dataclass
+class CnnFit:
+    net: SentimentNet
+    config: SentimentConfig
+    history: list[dict]
+    embedding_init: str
+    pretraining: Pretraining | None
+    resumed_seconds: float | None  # with --sentiment-resume: the earlier run's training time
+
+
+def _prepare(run: RecipeRun, recipe: SentimentRecipe, out: Path) -> SentimentData:
     settings = run.settings
-    started = time.time()
-    loop.seed_everything(settings.seed)
-    out = Path(settings.out) / "sentiment"
-    out.mkdir(parents=True, exist_ok=True)
     write_vocab(run.vocab_tokens, out / "vocab.txt")
     tokenizer = BertChineseTokenizer.from_vocab_file(out / "vocab.txt", lowercase=True)
     corpora = D.load_sentiment_corpora(settings.data, seed=settings.dev_seed, hold_out_fruit=recipe.hold_out == "fruit")
@@ -358,6 +374,12 @@ def train_sentiment(run: RecipeRun) -> SentimentReport:
         name: D.sentiment_examples(rows, tokenizer, max_tokens=MAX_SEQ_LENGTH - 2) for name, rows in corpora.dev.items()
     }
     log.info("sentiment: %d training texts", len(train_examples))
+    return SentimentData(tokenizer, corpora, train_rows, validation_rows, train_examples, dev_examples)
+
+
+def _fit_cnn(run: RecipeRun, recipe: SentimentRecipe, data: SentimentData, started: float) -> CnnFit:
+    """The CNN (after optional pretraining, or reused with --sentiment-resume) at its best epoch, in eval mode."""
+    settings, tokenizer = run.settings, data.tokenizer
     config = SentimentConfig(vocab_size=len(run.vocab_tokens), **recipe.net)
     net = SentimentNet(config)
     embedding_init = init_char_embedding(net, run.vocab_tokens, settings.init_embeddings)
@@ -369,7 +391,7 @@ def train_sentiment(run: RecipeRun) -> SentimentReport:
         pretraining = Pretraining(**{**saved["report"], "reused": recipe.pretrained})
         log.info("sentiment: pretrained encoder from %s", recipe.pretrained)
     elif recipe.pretrain_epochs > 0 and not recipe.resume:
-        texts = pretraining_texts(recipe, settings, train_rows)
+        texts = pretraining_texts(recipe, settings, data.train_rows)
         log.info("sentiment: masked-character pretraining on %d unlabelled texts", len(texts))
         pretraining = pretrain_sentiment_encoder(recipe, settings, net, tokenizer, texts, run.run_dir)
     fasttext_params = list(net.fasttext.parameters()) if net.fasttext is not None else []
@@ -381,63 +403,60 @@ def train_sentiment(run: RecipeRun) -> SentimentReport:
     callbacks = _SentimentCallbacks(
         net,
         config,
-        train_examples,
-        dev_examples,
+        data.train_examples,
+        data.dev_examples,
         tokenizer,
         recipe.average,
         run.run_dir / "sentiment_best.pt",
         started,
     )
-    resumed = None
     if recipe.resume:
         # Reuse the CNN of an earlier run of this recipe (its sentiment_best.pt): no epochs are run.
         resumed = load_sentiment_checkpoint(recipe.resume, config)
-        callbacks.best_state, history = resumed["net"], list(resumed["history"])
         log.info("sentiment: CNN weights from %s, no epochs run", recipe.resume)
-    else:
-        spec = loop.LoopSpec(
-            name="sentiment",
-            network=net,
-            optimizer=optimizer,
-            dense=loop.dense_parameters(list(net.parameters())),
-            lengths=[len(e.ids) for e in train_examples],
-            batch_tokens=settings.batch_tokens,
-            epochs=recipe.epochs,
-            warmup=WARMUP_STEPS,
-            batch_rng=random.Random(settings.seed),
-            progress_interval=settings.progress_interval,
-            started=started,
-            max_minutes=settings.max_minutes,
-        )
-        result = loop.train(spec, callbacks)
-        history, best = result.history, result.best
-        if len(callbacks.epoch_states) > 1:
-            # Checkpoint averaging: the mean of the last epochs' weights, kept if it beats the best epoch.
-            states = callbacks.epoch_states
-            averaged = {k: sum(s[k] for s in states) / len(states) for k in states[0]}
-            net.load_state_dict(averaged)
-            accuracy = {name: sentiment_torch_dev_accuracy(net, ex, tokenizer) for name, ex in dev_examples.items()}
-            label = f"mean of last {len(states)}"
-            history.append({"epoch": label, "train_loss": "", **{k: round(v, 4) for k, v in accuracy.items()}})
-            log.info("sentiment %s: dev accuracy %s", label, accuracy)
-            if accuracy[SELECTION_SPLIT] > best:
-                callbacks.best_state = averaged
+        net.load_state_dict(resumed["net"])
+        net.eval()
+        return CnnFit(net, config, list(resumed["history"]), embedding_init, pretraining, resumed["seconds"])
+    spec = loop.LoopSpec(
+        name="sentiment",
+        network=net,
+        optimizer=optimizer,
+        dense=loop.dense_parameters(list(net.parameters())),
+        lengths=[len(e.ids) for e in data.train_examples],
+        batch_tokens=settings.batch_tokens,
+        epochs=recipe.epochs,
+        warmup=WARMUP_STEPS,
+        batch_rng=random.Random(settings.seed),
+        progress_interval=settings.progress_interval,
+        started=started,
+        max_minutes=settings.max_minutes,
+    )
+    result = loop.train(spec, callbacks)
+    history = result.history
+    if len(callbacks.epoch_states) > 1:
+        # Checkpoint averaging: the mean of the last epochs' weights, kept if it beats the best epoch.
+        states = callbacks.epoch_states
+        averaged = {k: sum(s[k] for s in states) / len(states) for k in states[0]}
+        net.load_state_dict(averaged)
+        accuracy = {name: sentiment_torch_dev_accuracy(net, ex, tokenizer) for name, ex in data.dev_examples.items()}
+        label = f"mean of last {len(states)}"
+        history.append({"epoch": label, "train_loss": "", **{k: round(v, 4) for k, v in accuracy.items()}})
+        log.info("sentiment %s: dev accuracy %s", label, accuracy)
+        if accuracy[SELECTION_SPLIT] > result.best:
+            callbacks.best_state = averaged
     assert callbacks.best_state is not None
     net.load_state_dict(callbacks.best_state)
     net.eval()
-    train_seconds = resumed["seconds"] if resumed else time.time() - started
+    return CnnFit(net, config, history, embedding_init, pretraining, None)
 
-    exported: nn.Module = net
-    linear = None
-    if recipe.linear == "on":
-        exported, linear = sentiment_ensemble(
-            recipe, settings.threads, net, tokenizer, train_rows, validation_rows, corpora.dev, run.run_dir
-        )
-    manifest = Manifest(
+
+def _manifest(run: RecipeRun, architecture: str, data: SentimentData) -> Manifest:
+    corpora = data.corpora
+    return Manifest(
         name="zhserve-sentiment",
-        version=settings.version,
+        version=run.settings.version,
         task="sentiment",
-        architecture=describe_architecture(config) + (linear.architecture if linear else ""),
+        architecture=architecture,
         labels=list(D.SENTIMENT_LABELS),
         max_seq_length=MAX_SEQ_LENGTH,
         tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
@@ -446,46 +465,74 @@ def train_sentiment(run: RecipeRun) -> SentimentReport:
         provenance={
             "source": "trained",
             "training": COMMAND,
-            "seed": settings.seed,
+            "seed": run.settings.seed,
             "data": corpora.sources,
             "dev": {name: len(rows) for name, rows in corpora.dev.items()},
-            "train_rows": len(train_rows),
+            "train_rows": len(data.train_rows),
             "quantized_ops": ["Gather"],
             "batch_independent": True,
             "config": run.config.provenance("sentiment"),
         },
     )
 
+
+def train_sentiment(run: RecipeRun) -> SentimentReport:
+    """The sentiment recipe of ``run.config``, from the corpora to ``<out>/sentiment``."""
+    recipe = run.config.sentiment
+    assert recipe is not None
+    settings = run.settings
+    started = time.time()
+    loop.seed_everything(settings.seed)
+    out = Path(settings.out) / "sentiment"
+    out.mkdir(parents=True, exist_ok=True)
+    data = _prepare(run, recipe, out)
+    fit = _fit_cnn(run, recipe, data, started)
+    train_seconds = fit.resumed_seconds if fit.resumed_seconds is not None else time.time() - started
+    exported: nn.Module = fit.net
+    linear = None
+    if recipe.linear == "on":
+        exported, linear = sentiment_ensemble(
+            recipe,
+            settings.threads,
+            fit.net,
+            data.tokenizer,
+            data.train_rows,
+            data.validation_rows,
+            data.corpora.dev,
+            run.run_dir,
+        )
+    architecture = describe_architecture(fit.config) + (linear.architecture if linear else "")
+
     def report(evaluation: Evaluation) -> SentimentReport:
         assert isinstance(evaluation, SentimentEvaluation)
         return SentimentReport(
-            config=config.to_dict(),
+            config=fit.config.to_dict(),
             parameters=count_parameters(exported),
-            embedding_init=embedding_init,
-            train_rows=len(train_rows),
-            validation_rows=len(validation_rows),
+            embedding_init=fit.embedding_init,
+            train_rows=len(data.train_rows),
+            validation_rows=len(data.validation_rows),
             linear=linear,
-            pretraining=pretraining,
+            pretraining=fit.pretraining,
             resumed_from=recipe.resume or None,
             train_max_tokens=recipe.train_tokens,
-            epochs=sum(isinstance(row["epoch"], int) for row in history),
-            history=history_rows(history),
+            epochs=sum(isinstance(row["epoch"], int) for row in fit.history),
+            history=history_rows(fit.history),
             train_seconds=round(train_seconds, 1),
             total_seconds=round(time.time() - started, 1),
             threads=settings.threads,
             evaluation=evaluation,
         )
 
-    spec_ = ShipSpec(
+    spec = ShipSpec(
         network=exported,
-        manifest=manifest,
+        manifest=_manifest(run, architecture, data),
         out=out,
         run_dir=run.run_dir,
-        dev=corpora.dev,
-        sources=corpora.sources,
+        dev=data.corpora.dev,
+        sources=data.corpora.sources,
         command=COMMAND,
         threads=settings.threads,
     )
-    _, shipped = ship(spec_, report)
+    _, shipped = ship(spec, report)
     assert isinstance(shipped, SentimentReport)
     return shipped
