@@ -47,7 +47,7 @@ lint: setup-test
 
 ## Rebuild the embedded models from ../shared/data (53 min on this 2-core machine).
 train: setup-test
-	$(BIN)/zhserve-train --data ../shared/data --out models
+	$(BIN)/zhserve-train all --data ../shared/data --out models
 
 ## zhserve against the seed design and the in-process limit, side by side; writes BENCHMARKS.md (~45 min).
 bench: $(STAMP)-bench

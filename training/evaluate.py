@@ -25,6 +25,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from deployments.runtime.ner import NerModel
+from deployments.runtime.sentiment import SentimentModel
 from training.data import read_jsonl
 from training.metrics import Span, entity_scores, sentiment_scores
 
@@ -54,21 +56,22 @@ def token_windows(tokenizer, text: str, max_tokens: int) -> list[tuple[int, int]
 
 
 class CorePredictor:
-    """Predictions through ``deployments.runtime`` (the code the service runs, without Ray)."""
+    """Predictions through ``deployments.runtime`` (the code the service runs, without Ray).
 
-    def __init__(self, model_dir: str, task: str, *, threads: int, batch_size: int) -> None:
-        if task == "ner":
-            from deployments.runtime.ner import NerModel
+    ``model`` is a loaded ``NerModel`` or ``SentimentModel``; :meth:`from_model_dir` loads one.
+    """
 
-            self.model = NerModel.from_model_dir(model_dir, intra_op_threads=threads)
-        else:
-            from deployments.runtime.sentiment import SentimentModel
-
-            self.model = SentimentModel.from_model_dir(model_dir, intra_op_threads=threads)  # type: ignore[assignment]
-        self.tokenizer = self.model.tokenizer
-        self.max_tokens = self.model.max_seq_length - 2
+    def __init__(self, model: NerModel | SentimentModel, *, batch_size: int) -> None:
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.max_tokens = model.max_seq_length - 2
         self.batch_size = batch_size
         self.adjusted = 0  # texts windowed (NER) or truncated (sentiment)
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, task: str, *, threads: int, batch_size: int) -> CorePredictor:
+        model_class = NerModel if task == "ner" else SentimentModel
+        return cls(model_class.from_model_dir(model_dir, intra_op_threads=threads), batch_size=batch_size)
 
     def _batches(self, items: list[str]):  # type: ignore[no-untyped-def]
         lengths = self.tokenizer.count_tokens(items)
@@ -85,6 +88,7 @@ class CorePredictor:
         results: list[list[Span]] = [[] for _ in texts]
         window_texts = [p[2] for p in pieces]
         for indices in self._batches(window_texts):
+            assert isinstance(self.model, NerModel)
             for index, entities in zip(indices, self.model.predict([window_texts[i] for i in indices]), strict=True):
                 doc, shift, _ = pieces[index]
                 results[doc] += [(e.start + shift, e.end + shift, e.label) for e in entities]
@@ -99,6 +103,7 @@ class CorePredictor:
             clipped.append(text)
         labels = [""] * len(texts)
         for indices in self._batches(clipped):
+            assert isinstance(self.model, SentimentModel)
             for index, result in zip(indices, self.model.predict([clipped[i] for i in indices]), strict=True):
                 labels[index] = result.label
         return labels
@@ -200,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     task = args.task or detect_task(rows)
     predictor: CorePredictor | ServicePredictor
     if args.model_dir:
-        predictor = CorePredictor(args.model_dir, task, threads=args.threads, batch_size=args.batch_size)
+        predictor = CorePredictor.from_model_dir(args.model_dir, task, threads=args.threads, batch_size=args.batch_size)
     else:
         predictor = ServicePredictor(args.url, batch_size=args.batch_size, timeout=args.timeout)
     report = evaluate(rows, task, predictor)

@@ -6,7 +6,7 @@ the graph, this reference raw-character n-grams):
 
     python -m training.tfidf_baseline --data ../shared/data
 
-Trains on exactly the rows ``training.train`` uses (``load_sentiment_corpora``, same seed; whole texts,
+Trains on exactly the rows ``training.recipes.sentiment`` uses (``load_sentiment_corpora``, same seed; whole texts,
 not cut to 256 tokens) and prints accuracy on every dev split for each ``C``. ``--with-fruit`` adds the
 held-out fruit reviews back to training (the training set of the models before the fruit hold-out).
 """

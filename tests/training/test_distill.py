@@ -15,15 +15,15 @@ pytest.importorskip("onnx")
 from deployments.runtime.tokenizer import BertChineseTokenizer  # noqa: E402
 from tests.training.test_models import SMALL  # noqa: E402
 from training import data as D  # noqa: E402
-from training.layers import SplitOptimizer, mark_sparse  # noqa: E402
-from training.ner_model import CRF, NerConfig, NerNet  # noqa: E402
-from training.train import (  # noqa: E402
+from training.distill import (  # noqa: E402
     centred_squared_error,
     load_ner_teacher,
     load_ner_teacher_crf,
     teacher_emissions,
     teacher_posteriors,
 )
+from training.layers import SplitOptimizer, mark_sparse  # noqa: E402
+from training.ner_model import CRF, NerConfig, NerNet  # noqa: E402
 
 VOCAB = Path(__file__).resolve().parents[2] / "models" / "ner" / "vocab.txt"
 # The small network of test_models, with the lexicon features and a BiLSTM the shipped NER has.

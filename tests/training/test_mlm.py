@@ -3,7 +3,6 @@ the context of a masked character, and that a pretrained encoder reloads into a 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from deployments.runtime.tokenizer import BertChineseTokenizer  # noqa: E402
+from training.config import SentimentRecipe, Settings  # noqa: E402
 from training.mlm import MaskedCharLM, TokenMasker  # noqa: E402
+from training.recipes.sentiment import pretrain_sentiment_encoder  # noqa: E402
 from training.sentiment_model import SentimentConfig, SentimentNet  # noqa: E402
-from training.train import pretrain_sentiment_encoder  # noqa: E402
 
 VOCAB = Path(__file__).resolve().parents[2] / "models" / "sentiment" / "vocab.txt"
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
@@ -113,17 +113,13 @@ def test_a_pretrained_encoder_changes_and_reloads_into_a_sentiment_net(tmp_path)
     torch.manual_seed(0)
     net = SentimentNet(config)
     before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
-    args = argparse.Namespace(
-        sentiment_train_tokens=64,
-        sentiment_pretrain_lr=2e-3,
-        sentiment_pretrain_epochs=1,
-        batch_tokens=512,
-        seed=1,
-        progress_interval=30.0,
-    )
+    recipe = SentimentRecipe(train_tokens=64, pretrain_lr=2e-3, pretrain_epochs=1)
+    settings = Settings(batch_tokens=512, seed=1)
     texts = ["这家酒店的服务很好，房间也很干净。", "质量太差了，再也不买了", "还行吧"] * 20
-    report = pretrain_sentiment_encoder(args, net, tokenizer, texts, tmp_path)
-    assert report["texts"] == 60 and report["epochs"] == 1
+    report = pretrain_sentiment_encoder(recipe, settings, net, tokenizer, texts, tmp_path)
+    assert report.texts == 60 and report.epochs == 1
+    assert [row["epoch"] for row in report.history] == [1]
+    assert 0.0 <= report.history[0]["masked_accuracy"] <= 1.0
     after = net.encoder.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "pretraining changed no weight"
 
