@@ -156,7 +156,11 @@ class ModelServerBase(Generic[R]):
         ballast = bytearray(megabytes << 20)
         ballast[:: 1 << 12] = b"\x01" * len(range(0, len(ballast), 1 << 12))  # touch every page
         self._ballast.append(ballast)
-        return {"replica": self._stats.replica, "rss_bytes": self.memory.rss_bytes(), "cap_bytes": self.memory.cap_bytes}
+        return {
+            "replica": self._stats.replica,
+            "rss_bytes": self.memory.rss_bytes(),
+            "cap_bytes": self.memory.cap_bytes,
+        }
 
     def _probe(self, text: str) -> None:
         raise NotImplementedError
