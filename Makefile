@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup setup-test lint typecheck bench train eval clean
+.PHONY: run test setup setup-test lint typecheck bench loadtest train eval clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -53,6 +53,10 @@ train: setup-test
 bench: $(STAMP)-bench
 	scripts/install-test-deps.sh wrk
 	$(BIN)/python load_tests/bench.py
+
+## A bounded headless Locust run (load_tests/locustfile.py) against zhserve as `make run` starts it; report in artifacts/loadtest/.
+loadtest: $(STAMP)-bench
+	$(BIN)/python load_tests/loadtest.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache .mypy_cache

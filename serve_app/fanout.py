@@ -245,7 +245,10 @@ class ModelClient:
         self.group_size = group_size
         self.calls_in_flight = calls_in_flight
         self._on_refused = on_refused
-        self._pending: deque[tuple[np.ndarray, asyncio.Future[Any]]] = deque()
+        # One queue of rows per submission, served round-robin: a call takes a row from each
+        # waiting request in turn, so a short request is not stuck behind a long document's
+        # hundreds of windows (it finishes in the next call) and long documents share fairly.
+        self._pending: deque[deque[tuple[np.ndarray, asyncio.Future[Any]]]] = deque()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._calls: dict[asyncio.Task[None], _Call] = {}
         self.unavailable: str | None = None  # why the model cannot answer now (no replica), if so
@@ -263,9 +266,9 @@ class ModelClient:
         until ``mark_available``, with 503 models_not_ready instead of letting callers hang."""
         self.unavailable = reason
         while self._pending:
-            _, future = self._pending.popleft()
-            if not future.done():
-                future.set_exception(self._not_ready())
+            for _, future in self._pending.popleft():
+                if not future.done():
+                    future.set_exception(self._not_ready())
         for task, call in list(self._calls.items()):
             for future in call.futures:
                 if not future.done():
@@ -286,14 +289,15 @@ class ModelClient:
             for future in futures:
                 future.set_exception(self._not_ready())
             return futures
-        self._pending.extend(zip(rows, futures, strict=True))
+        if futures:
+            self._pending.append(deque(zip(rows, futures, strict=True)))
         self._dispatch()
         return futures
 
     @property
     def queued(self) -> int:
         """Rows waiting for a call (rows whose requests gave up are not counted)."""
-        return sum(1 for _, future in self._pending if not future.done())
+        return sum(1 for queue in self._pending for _, future in queue if not future.done())
 
     @property
     def in_flight(self) -> int:
@@ -334,7 +338,10 @@ class ModelClient:
             rows: list[np.ndarray] = []
             futures: list[asyncio.Future[Any]] = []
             while self._pending and len(rows) < self.group_size:
-                row, future = self._pending.popleft()
+                queue = self._pending.popleft()  # the next request in turn gives one row
+                row, future = queue.popleft()
+                if queue:
+                    self._pending.append(queue)
                 if not future.done():  # cancelled while queued: never sent
                     rows.append(row)
                     futures.append(future)

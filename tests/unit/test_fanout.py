@@ -385,3 +385,27 @@ def test_only_retryable_refusals_count_as_refused() -> None:
     assert fanout.refused([ItemError("over its budget", retryable=True), ItemError("x")])
     assert not fanout.refused([ItemError("the model failed on this window")])
     assert not fanout.refused(np.zeros((2, 2)))
+
+
+def test_a_short_request_is_not_stuck_behind_a_long_document(models: FakeModels) -> None:
+    """Rows are taken round-robin from the waiting requests: a one-sentence request that arrives
+    behind a 400-window document finishes in the next call, not after the document."""
+    models.delay_s = 0.01
+    pipeline = models.pipeline(group_size=16, calls_in_flight=1)
+    long_plan = pipeline.planner.plan("马云在杭州。" * 400, ["ner"], SETTINGS)
+    short_plan = pipeline.planner.plan("马云在杭州。", ["ner"], SETTINGS)
+
+    async def scenario() -> tuple[int, int]:
+        document = asyncio.ensure_future(pipeline.analyze_plans([long_plan], 30))
+        await asyncio.sleep(0.015)  # the document's first calls are under way
+        calls_before = len(models.calls["ner"])
+        (short,) = await pipeline.analyze_plans([short_plan], 30)
+        assert spans(short) == [("马云", "PER", 0, 2), ("杭州", "LOC", 3, 5)]
+        calls_for_short = len(models.calls["ner"]) - calls_before
+        assert not document.done()
+        (outcome,) = await document
+        return calls_for_short, len(outcome.results["ner"]["entities"])
+
+    calls_for_short, entities = asyncio.run(scenario())
+    assert calls_for_short <= 2, calls_for_short  # the call in flight, then the one that carries it
+    assert entities == 800
