@@ -33,6 +33,16 @@ def rule_groups() -> dict[str, Any]:
     return {"groups": yaml.safe_load(RULES.read_text(encoding="utf-8"))["spec"]["groups"]}
 
 
+def rule_groups_fast() -> dict[str, Any]:
+    """The same rules with every ``for`` at 1 s, so that a test sees an alert fire in seconds."""
+    groups = rule_groups()
+    for group in groups["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = "1s"
+    return groups
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every target, with the dashboard's variables filled in."""
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
@@ -55,12 +65,13 @@ def values(result: list[dict[str, Any]]) -> list[float]:
 
 @pytest.fixture(scope="module")
 def prometheus(zhserve_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Prometheus on loopback scraping every Ray node's metrics port each second, with the alerts loaded."""
+    """Prometheus on loopback scraping every Ray node's metrics port each second, with the alerts loaded
+    (their ``for`` durations shortened to 1 s)."""
     import ray
 
     require_program(PROMETHEUS)
     work = tmp_path_factory.mktemp("prometheus")
-    (work / "rules.yaml").write_text(yaml.safe_dump(rule_groups()), encoding="utf-8")
+    (work / "rules.yaml").write_text(yaml.safe_dump(rule_groups_fast()), encoding="utf-8")
     targets = [f"127.0.0.1:{node['MetricsExportPort']}" for node in ray.nodes() if node["Alive"]]
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -158,3 +169,30 @@ def test_alert_rules_evaluate_and_a_healthy_service_raises_no_outage_alert(prome
     states = {rule["name"]: rule["state"] for rule in rules}
     assert states["ZhserveNoHealthyReplica"] == "inactive"
     assert states["ZhserveServerErrors"] == "inactive"
+
+
+def test_a_real_outage_fires_its_alert(prometheus: str, zhserve_url: str) -> None:
+    """Every request failing (a time limit no request can meet, applied live) fires
+    ZhserveServerErrors in the test Prometheus; and the no-healthy-replica alert's expression
+    also answers when a deployment's series are missing altogether (absent())."""
+    from tests.conftest import deploy_applications, wait_ready, zhserve_application
+
+    firing: list[dict[str, Any]] = []
+    try:
+        deploy_applications(zhserve_application(user_config={"Ingress": {"request_timeout_s": 0.0001}}))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not firing:
+            for _ in range(20):
+                httpx.post(f"{zhserve_url}/v1/analyze", json={"text": NEWS}, timeout=30)
+            alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+            firing = [a for a in alerts if a["labels"]["alertname"] == "ZhserveServerErrors" and a["state"] == "firing"]
+            time.sleep(1)
+    finally:
+        deploy_applications(zhserve_application())
+        wait_ready(zhserve_url)
+    assert firing, "ZhserveServerErrors did not fire while every request failed"
+    assert firing[0]["labels"]["severity"] == "critical"
+
+    (rule,) = [r for g in rule_groups()["groups"] for r in g["rules"] if r["alert"] == "ZhserveNoHealthyReplica"]
+    gone = rule["expr"].replace('application="zhserve"', 'application="zhserve-not-deployed"')
+    assert {series["metric"].get("deployment") for series in query(prometheus, gone)} == {"NER", "Sentiment", "Ingress"}
