@@ -27,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 
 HAPROXY_WRAPPER = "zhserve-haproxy"
@@ -50,6 +51,19 @@ def find_haproxy() -> tuple[str | None, str]:
     return binary, f"HAProxy ingress: {binary}"
 
 
+def haproxy_state_environment(directory: str) -> dict[str, str]:
+    """Where Serve's HAProxy keeps its config, admin socket and server state. Serve's default is
+    one fixed /tmp/haproxy-serve for every Ray on the machine, so a second Ray cluster (tests
+    beside `make run`, or several nodes' proxies) would overwrite the first one's files: each
+    launch gets a directory of its own."""
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(directory, "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(directory, "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": directory,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(directory, "server-state"),
+    }
+
+
 def fast_path_environment(environ: Mapping[str, str], *, local: bool) -> tuple[dict[str, str], list[str]]:
     """The environment to start the Ray cluster with, and what was decided (for the log).
 
@@ -70,6 +84,9 @@ def fast_path_environment(environ: Mapping[str, str], *, local: bool) -> tuple[d
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
             env.setdefault(REAL_HAPROXY_VARIABLE, binary)
             env.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", wrapper)
+            state = os.path.join(tempfile.gettempdir(), f"zhserve-haproxy-{os.getpid()}")
+            for key, value in haproxy_state_environment(state).items():
+                env.setdefault(key, value)
             notes.append(f"{reason} (run by {wrapper}, which ends it with its parent)")
     else:
         notes.append("HAProxy ingress is off (RAY_SERVE_ENABLE_HA_PROXY=0 in the environment)")
@@ -92,6 +109,7 @@ FAST_PATH_VARIABLES = (
     REAL_HAPROXY_VARIABLE,
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
     "RAY_USAGE_STATS_ENABLED",
+    *haproxy_state_environment("").keys(),
 )
 
 

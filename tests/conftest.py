@@ -59,6 +59,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def own_serve_ports() -> dict[str, str]:
+    """Ports Serve's HAProxy mode otherwise fixes (stats 8404, metrics 9101, the fallback proxy
+    8500): a second Ray cluster on the machine (`make run`, the multi-node test) needs its own."""
+    return {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+    }
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """A fresh local Ray cluster (no dashboard) and Serve with HTTP on 127.0.0.1."""

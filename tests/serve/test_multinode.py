@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.support.cluster import SERVE, LocalCluster
+from tests.support.cluster import LocalCluster
 from tests.support.load import Load
 
 pytestmark = pytest.mark.serve
@@ -53,7 +53,7 @@ def test_a_worker_node_lost_under_load_costs_almost_nothing(cluster: LocalCluste
     config["http_options"]["port"] = port  # the file as shipped, on a free port
     deployed = cluster.workdir / "serve_config.cluster.yaml"  # away from the checkout: paths must still resolve
     deployed.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    cluster.cli(SERVE, "deploy", "--address", cluster.dashboard, str(deployed))
+    cluster.serve_deploy(deployed)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     spread: dict[str, list[str]] = {}

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO_ROOT, free_port
+from serve_app.launch import haproxy_state_environment
+from tests.conftest import REPO_ROOT, free_port, own_serve_ports
 
 RAY = REPO_ROOT / ".venv" / "bin" / "ray"
 SERVE = REPO_ROOT / ".venv" / "bin" / "serve"
@@ -74,6 +75,7 @@ class LocalCluster:
     gcs_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
     nodes: list[str] = field(default_factory=list)
+    serve_ports: dict[str, str] = field(default_factory=own_serve_ports)
 
     @property
     def address(self) -> str:
@@ -85,13 +87,18 @@ class LocalCluster:
 
     def _env(self, node: str) -> dict[str, str]:
         env = {**os.environ, **self.environment, MARKER: f"{self.tag}-{node}", "RAY_AUTH_MODE": "token"}
+        env.update(haproxy_state_environment(str(self.workdir / "haproxy")))  # not the session cluster's
+        env.update(self.serve_ports)
         env["RAY_ADDRESS"] = self.address
         return env
 
     def _start(self, node: str, arguments: list[str]) -> None:
         log = (self.workdir / f"{node}.log").open("wb")
+        # Ports of their own: the defaults (the dashboard agent's 52365, ...) may be taken by
+        # another Ray on this machine, such as the test session's own cluster.
+        ports = [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
         subprocess.Popen(
-            [_bin(RAY, "ray"), "start", "--block", "--disable-usage-stats", *arguments],
+            [_bin(RAY, "ray"), "start", "--block", "--disable-usage-stats", *ports, *arguments],
             env=self._env(node),
             cwd=self.workdir,
             stdout=log,
@@ -149,6 +156,18 @@ class LocalCluster:
             timeout=180,
             check=check,
         )
+
+    def serve_deploy(self, config: Path, timeout_s: float = 120) -> None:
+        """`serve deploy CONFIG` against the head's dashboard, repeated while the dashboard is
+        still coming up."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.cli(SERVE, "deploy", "--address", self.dashboard, str(config), check=False)
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve deploy failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+            time.sleep(2)
 
     def replica_nodes(self) -> dict[str, list[str]]:
         """Node id of every live Serve replica, by deployment."""
