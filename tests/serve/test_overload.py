@@ -26,7 +26,9 @@ def test_a_burst_is_refused_at_once_beyond_capacity_and_what_is_accepted_complet
     assert report.failures == [], report.failures[:5]
     assert report.refused_s, "nothing was refused: the burst did not exceed what fits in the limit"
     assert report.accepted_s, "nothing was accepted"
-    assert max(report.refused_s) < 1.0, f"a refusal took {max(report.refused_s):.2f} s"
+    # Refused without waiting for the models: well inside the time limit (the figure itself,
+    # 0.5-0.7 s on this machine, is load_tests/burst.py's to report, not a timed test's).
+    assert max(report.refused_s) < TIME_LIMIT_S / 4, f"a refusal took {max(report.refused_s):.2f} s"
     assert all(seconds >= 1 for seconds in report.retry_after_s)
     assert max(report.accepted_s) < TIME_LIMIT_S, f"an accepted request took {max(report.accepted_s):.1f} s"
-    assert report.after_status == 200 and report.after_s < 2.0, (report.after_status, report.after_s)
+    assert report.after_status == 200 and report.after_s < TIME_LIMIT_S / 4, (report.after_status, report.after_s)
