@@ -108,3 +108,44 @@ def test_onnx_export_and_int8_agree(tmp_path) -> None:
     ids, mask = pad([e[0] for e in examples], 1)
     (batched,) = session(fp32).run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
     np.testing.assert_allclose(batched, reference, atol=1e-4)
+
+
+def test_model_dir_is_served_by_the_runtime(tmp_path) -> None:
+    """The exported directory loads through ``deployments.runtime`` (tokenizers-json, <s>/</s>/<pad>)
+    and the runtime's answer equals the INT8 ONNX run on the same ids."""
+    from deployments.runtime.sentiment import SentimentModel
+    from training.encoder.export import write_model_dir
+
+    vocab = _vocab()
+    tokenizer = build_tokenizer(vocab)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    tiny = E5Config(**{**TINY.__dict__, "vocab_rows": len(vocab.pieces)})
+    torch.manual_seed(0)
+    model = SentimentClassifier(Encoder(tiny, vocab_size=len(vocab.pieces))).eval()
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    export_onnx(model, fp32, pad_id=vocab.pad)
+    quantize(fp32, int8)
+    report = {"accuracy": {"review_chnsenticorp": {"int8": 0.5}}}
+    model_dir = tmp_path / "candidate"
+    write_model_dir(model_dir, out=tmp_path, int8=int8, report=report)
+    served = SentimentModel.from_model_dir(model_dir)
+    text = "酒店很好"
+    probabilities = served.probabilities([text])
+    ids = [vocab.bos, *tokenizer.encode(text, add_special_tokens=False).ids, vocab.eos]
+    logits = onnx_logits(session(int8), [(ids, 0)], pad_id=vocab.pad)
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    assert served.predict([text])[0].label in {"negative", "positive"}
+
+
+def test_export_command_passes_every_option(monkeypatch, tmp_path) -> None:
+    import training.encoder.export as export_module
+    from training.encoder.__main__ import main
+
+    seen = {}
+    monkeypatch.setattr(export_module, "export_all", lambda out, **kwargs: seen.update(kwargs, out=out))
+    main(["export", "--out", str(tmp_path), "--tfidf-c", "8", "--fruit-rows", "100", "--max-tokens", "64"])
+    assert seen["tfidf_c"] == 8.0
+    assert seen["fruit_rows"] == 100
+    assert seen["max_tokens"] == 64
+    assert seen["out"] == tmp_path

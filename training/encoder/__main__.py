@@ -148,6 +148,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         max_tokens=args.max_tokens,
         fruit_rows=args.fruit_rows,
         e5_file=args.e5_file,
+        tfidf_c=args.tfidf_c,
     )
 
 
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--model-dir", default=None)
     export.add_argument("--max-tokens", type=int, default=96)
     export.add_argument("--fruit-rows", type=int, default=0, help="score a sample of the fruit hold-out (0 = all)")
+    export.add_argument("--tfidf-c", type=float, default=4.0, help="also score TF-IDF + LR at this C (0 = skip)")
     args = parser.parse_args(argv)
     try:
         {"check": cmd_check, "prepare": cmd_prepare, "finetune": cmd_finetune, "export": cmd_export}[args.command](args)

@@ -100,6 +100,7 @@ def export_all(
     max_tokens: int = 96,
     fruit_rows: int = 0,
     e5_file: str | None = None,
+    tfidf_c: float = 0.0,
 ) -> dict:
     torch.set_num_threads(1)
     report_path = out / "export.json"
@@ -131,6 +132,7 @@ def export_all(
     encode = {"bos": bos, "eos": eos, "max_tokens": max_tokens, "head_fraction": 0.5}
     sessions = {"fp32": session(fp32), "int8": session(int8)}
     report["accuracy"] = {}
+    tfidf = tfidf_probabilities(corpora.train, dev, c=tfidf_c) if tfidf_c else {}
     for name in ("review_chnsenticorp", "unseen_fruit", "unseen_weibo"):
         examples = encode_rows(tokenizer, dev[name], **encode)
         gold = np.asarray([label for _, label in examples])
@@ -147,6 +149,10 @@ def export_all(
             "mean_abs_prob_diff": float(np.abs(p32 - p8).mean()),
             "label_agreement": float((p32.argmax(1) == p8.argmax(1)).mean()),
         }
+        if name in tfidf:
+            tfidf_probs = tfidf[name]
+            scores["tfidf_lr"] = float((tfidf_probs.argmax(1) == gold).mean())
+            scores["int8_plus_tfidf_lr_mean_prob"] = float(((p8 + tfidf_probs).argmax(1) == gold).mean())
         if name == "review_chnsenticorp":
             scores["torch_vs_fp32_max_abs_logit_diff"] = float(np.abs(torch_logits - logits["fp32"]).max())
             report["latency_ms_1_thread"] = {kind: latency_ms(sess, examples[:300]) for kind, sess in sessions.items()}
@@ -158,6 +164,26 @@ def export_all(
         report["served"] = served_accuracy(model_dir, dev["review_chnsenticorp"])
         save()
     return report
+
+
+def tfidf_probabilities(train: Sequence[dict], dev: dict[str, list[dict]], *, c: float) -> dict[str, np.ndarray]:
+    """The char 1–3-gram TF-IDF + LR reference (as ``training.tfidf_baseline``), its probabilities
+    [N, 2] in ``LABELS`` order on each dev split: to score it on exactly these rows and to measure
+    what averaging it with the encoder would give (measurement only)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(
+        analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2, max_features=2_000_000
+    )
+    x_train = vectorizer.fit_transform([r["text"] for r in train])
+    model = LogisticRegression(C=c, max_iter=2000, solver="liblinear")
+    model.fit(x_train, [r["label"] for r in train])
+    columns = [list(model.classes_).index(label) for label in LABELS]
+    return {
+        name: model.predict_proba(vectorizer.transform([r["text"] for r in rows]))[:, columns]
+        for name, rows in dev.items()
+    }
 
 
 def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> str:
