@@ -206,10 +206,11 @@ def _check_text(text: str, config: IngressConfig, *, field: str = "text") -> Non
         ) from None
 
 
-REFUSAL_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
+REFUSAL_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0, 4.0)
 """Waits before each repeat of a call a replica refused (over its memory budget). Serve routes
-each repeat afresh; within these ~4 s the refusing replica fails its health check (every 2 s)
-and leaves the routing table, so the call lands on a sibling or on its replacement."""
+each repeat afresh, and a replica that answers at once looks idle to its router, so repeats may
+land on it again until it leaves the routing table: after 3 failed health checks 2 s apart
+(Serve's threshold), well within these ~12 s; then the call lands on a sibling or the replacement."""
 
 
 async def _predict(handle: DeploymentHandle, rows: TokenRows, *, on_retry: Callable[[str], None] | None = None) -> Any:
