@@ -249,8 +249,7 @@ class ModelClient:
         # waiting request in turn, so a short request is not stuck behind a long document's
         # hundreds of windows (it finishes in the next call) and long documents share fairly.
         self._pending: deque[deque[tuple[np.ndarray, asyncio.Future[Any]]]] = deque()
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._calls: dict[asyncio.Task[None], _Call] = {}
+        self._in_flight: dict[asyncio.Task[None], _Call] = {}  # each call's task → its rows' futures
         self.unavailable: str | None = None  # why the model cannot answer now (no replica), if so
         self._rows_in_flight = 0
         self._seconds_per_row = SECONDS_PER_ROW_PRIOR  # per row per call slot, moving average
@@ -269,7 +268,7 @@ class ModelClient:
             for _, future in self._pending.popleft():
                 if not future.done():
                     future.set_exception(self._not_ready())
-        for task, call in list(self._calls.items()):
+        for task, call in list(self._in_flight.items()):
             for future in call.futures:
                 if not future.done():
                     future.set_exception(self._not_ready())
@@ -351,8 +350,7 @@ class ModelClient:
             self._rows_in_flight += len(rows)
             task = asyncio.ensure_future(self._run(TokenRows.pack(rows), call))
             call.task = task
-            self._in_flight.add(task)
-            self._calls[task] = call
+            self._in_flight[task] = call
             task.add_done_callback(self._finished)
             for future in futures:
                 future.add_done_callback(functools.partial(self._abandoned, call=call))
@@ -397,8 +395,7 @@ class ModelClient:
             call.task.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._calls.pop(task, None)
+        self._in_flight.pop(task, None)
         self._dispatch()
 
 
