@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,3 +77,21 @@ def describe_embedding_and_encoder(config) -> tuple[str, str]:  # type: ignore[n
         f"hidden {config.hidden}, LayerNorm, pads zeroed)"
     )
     return ngrams, encoder
+
+
+def trained_provenance(
+    run: RecipeRun, task: str, command: str, corpora: D.NerCorpora | D.SentimentCorpora, train_rows: int
+) -> dict[str, Any]:
+    """The manifest's provenance, as both recipes record it: how the model was made, from what
+    data, with which recipe config."""
+    return {
+        "source": "trained",
+        "training": command,
+        "seed": run.settings.seed,
+        "data": corpora.sources,
+        "dev": {name: len(rows) for name, rows in corpora.dev.items()},
+        "train_rows": train_rows,
+        "quantized_ops": ["Gather"],
+        "batch_independent": True,
+        "config": run.config.provenance(task),
+    }

@@ -37,7 +37,13 @@ from training.metrics import Span, entity_scores
 from training.ner_model import CRF, NerConfig, NerNet
 from training.onnx_io import export_onnx, run_texts, session
 from training.recipes.batches import ner_token_batch
-from training.recipes.common import RecipeRun, describe_embedding_and_encoder, init_char_embedding, truncate_to_tokens
+from training.recipes.common import (
+    RecipeRun,
+    describe_embedding_and_encoder,
+    init_char_embedding,
+    trained_provenance,
+    truncate_to_tokens,
+)
 from training.report import (
     Distillation,
     Evaluation,
@@ -413,17 +419,7 @@ def _manifest(run: RecipeRun, config: NerConfig, data: NerData, corpora: D.NerCo
         tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
         onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
         quantization="int8-weight-only",
-        provenance={
-            "source": "trained",
-            "training": COMMAND,
-            "seed": run.settings.seed,
-            "data": corpora.sources,
-            "dev": {name: len(rows) for name, rows in corpora.dev.items()},
-            "train_rows": len(data.train_rows),
-            "quantized_ops": ["Gather"],
-            "batch_independent": True,
-            "config": run.config.provenance("ner"),
-        },
+        provenance=trained_provenance(run, "ner", COMMAND, corpora, len(data.train_rows)),
     )
 
 

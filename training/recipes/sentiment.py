@@ -28,7 +28,13 @@ from training.layers import SplitOptimizer, count_parameters, mark_sparse
 from training.mlm import MaskedCharLM, TokenMasker
 from training.onnx_io import export_onnx, quantize_int8, run_texts, session
 from training.recipes.batches import sentiment_batch
-from training.recipes.common import RecipeRun, describe_embedding_and_encoder, init_char_embedding, truncate_to_tokens
+from training.recipes.common import (
+    RecipeRun,
+    describe_embedding_and_encoder,
+    init_char_embedding,
+    trained_provenance,
+    truncate_to_tokens,
+)
 from training.report import (
     Evaluation,
     LinearBranch,
@@ -462,17 +468,7 @@ def _manifest(run: RecipeRun, architecture: str, data: SentimentData) -> Manifes
         tokenizer=TokenizerSpec(vocab="vocab.txt", lowercase=True),
         onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="logits"),
         quantization="int8-weight-only",
-        provenance={
-            "source": "trained",
-            "training": COMMAND,
-            "seed": run.settings.seed,
-            "data": corpora.sources,
-            "dev": {name: len(rows) for name, rows in corpora.dev.items()},
-            "train_rows": len(data.train_rows),
-            "quantized_ops": ["Gather"],
-            "batch_independent": True,
-            "config": run.config.provenance("sentiment"),
-        },
+        provenance=trained_provenance(run, "sentiment", COMMAND, corpora, len(data.train_rows)),
     )
 
 
