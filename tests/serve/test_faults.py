@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import deploy_applications, wait_ready, zhserve_application
-from tests.support.load import Answer, Load
+from tests.support.load import Answer, Load, wait_answering
 
 pytestmark = pytest.mark.serve
 
@@ -153,15 +153,7 @@ def test_haproxy_ends_with_its_manager_and_the_port_is_taken_again(zhserve_url: 
     while time.monotonic() < deadline and set(_haproxy_processes()) & set(processes):
         time.sleep(0.1)
     assert not set(_haproxy_processes()) & set(processes), "HAProxy outlived its killed manager"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.post(f"{zhserve_url}/v1/ner", json={"text": NEWS}, timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
+    if not wait_answering(zhserve_url, "/v1/ner", {"text": NEWS}, 120):
         pytest.fail("the service did not answer on its port again within 120 s")
     assert set(_haproxy_processes().values()).isdisjoint(managers)
 
@@ -181,15 +173,8 @@ def test_a_model_without_any_replica_fails_fast_and_readyz_names_it(zhserve_url:
     url = f"{zhserve_url}/unplaced"
     try:
         deploy_applications(zhserve_application(), application, wait=False)  # declarative: both apps
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # the ingress and Sentiment start; NER never does
-            try:
-                if httpx.post(f"{url}/v1/sentiment", json={"text": REVIEW}, timeout=10).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
+        # the ingress and Sentiment start; NER never does
+        if not wait_answering(url, "/v1/sentiment", {"text": REVIEW}, 120):
             pytest.fail("the application's ingress and Sentiment did not start")
         started = time.monotonic()
         first = httpx.post(f"{url}/v1/ner", json={"text": NEWS}, timeout=60)

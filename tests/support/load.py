@@ -88,3 +88,16 @@ class Load:
 
     def during(self, start: float, end: float) -> list[Answer]:
         return [answer for answer in self.answers if start <= answer.sent <= end]
+
+
+def wait_answering(url: str, path: str, payload: dict[str, Any], timeout_s: float) -> bool:
+    """Post ``payload`` every half second until it is answered 200; whether it was in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"{url}{path}", json=payload, timeout=10).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
