@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup setup-test lint typecheck bench loadtest train eval clean
+.PHONY: run test setup setup-test lint typecheck bench loadtest train train-cnn train-encoder eval clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -45,9 +45,15 @@ lint: setup-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## Rebuild the embedded models from ../shared/data (53 min on this 2-core machine).
-train: setup-test
+## Rebuild the embedded models from ../shared/data: the CNN models (53 min on this 2-core machine), then the e5 sentiment model.
+train: train-cnn train-encoder
+
+train-cnn: setup-test
 	$(BIN)/zhserve-train all --data ../shared/data --out models
+
+## The e5 sentiment model alone (~90 min on one core); resumable: rerun it to continue a stopped fine-tune.
+train-encoder: setup-test
+	$(BIN)/zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models
 
 ## zhserve against the seed design and the in-process limit, side by side; writes BENCHMARKS.md (~45 min).
 bench: $(STAMP)-bench

@@ -456,7 +456,7 @@ def main() -> None:
     work = Path(options.work or tempfile.mkdtemp(prefix="zhserve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     lua = scripts(work)
-    ner_dir, sentiment_dir = REPO_ROOT / "models" / "ner", REPO_ROOT / "models" / "sentiment"
+    ner_dir, sentiment_dir = REPO_ROOT / "models" / "ner", REPO_ROOT / "models" / "sentiment-e5"
     report = Report()
     idle = idle_share()
     started = dt.datetime.now(dt.UTC)

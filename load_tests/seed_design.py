@@ -110,7 +110,7 @@ def create_app(
     from flask import Flask, jsonify, request
 
     ner_dir = ner_dir or os.environ.get("SEED_NER_MODEL", str(REPO_ROOT / "models" / "ner"))
-    sentiment_dir = sentiment_dir or os.environ.get("SEED_SENTIMENT_MODEL", str(REPO_ROOT / "models" / "sentiment"))
+    sentiment_dir = sentiment_dir or os.environ.get("SEED_SENTIMENT_MODEL", str(REPO_ROOT / "models" / "sentiment-e5"))
     ner_source = ner_source or os.environ.get("SEED_NER_SOURCE")
     sentiment_source = sentiment_source or os.environ.get("SEED_SENTIMENT_SOURCE")
     if ner_source and sentiment_source:

@@ -11,7 +11,7 @@ from deployments.batching import BatchConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_NER_MODEL = REPO_ROOT / "models" / "ner"
-EMBEDDED_SENTIMENT_MODEL = REPO_ROOT / "models" / "sentiment"
+EMBEDDED_SENTIMENT_MODEL = REPO_ROOT / "models" / "sentiment-e5"  # the default tier (models/sentiment: the CNN)
 UI_DIR = REPO_ROOT / "ui"
 
 

@@ -17,7 +17,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_NER = REPO_ROOT / "models" / "ner"
-EMBEDDED_SENTIMENT = REPO_ROOT / "models" / "sentiment"
+EMBEDDED_SENTIMENT = REPO_ROOT / "models" / "sentiment-e5"
 
 
 def embedded_ner() -> Path:

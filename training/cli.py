@@ -4,6 +4,7 @@
     zhserve-train ner --ner-epochs 1 --subset 0.1 --out runs/try  # a quick NER try
     zhserve-train sentiment --config models/sentiment/manifest.json --out runs/again   # a model's own recipe
     zhserve-train write-dev runs/dev                               # the dev splits, as JSONL for zhserve-eval
+    zhserve-train encoder --data ../shared/data --out models       # the e5 sentiment tier (resumable)
 
 The options are the fields of ``training.config`` (shared settings without a prefix, ``--ner-*`` and
 ``--sentiment-*`` for the recipes), validated before anything runs. ``--config`` starts from a run's
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
         for section in ("settings", *sections):
             _add_fields(sub, section)
+    commands.add_parser(
+        "encoder",
+        add_help=False,
+        help="rebuild models/sentiment-e5 on the e5 encoder (training.encoder.pipeline; `encoder --help`)",
+    )
     dev = commands.add_parser(
         "write-dev", help="write the dev splits the model cards are scored on as DIR/<split>.jsonl"
     )
@@ -174,6 +180,11 @@ def parse(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, RunCon
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["encoder"]:  # its own options: training.encoder.pipeline
+        from training.encoder.pipeline import main as encoder_main
+
+        return encoder_main(argv[1:])
     try:
         args, config = parse(argv)
     except UsageError as exc:

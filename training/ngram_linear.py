@@ -31,7 +31,7 @@ from training.layers import shift_ids
 
 HASH_A = 16_777_619  # < 2**31: h·A + id stays far below 2**63
 HASH_M = 2_147_483_647  # 2**31 - 1
-EXCLUDED_IDS = (0, 2, 3)  # [PAD], [CLS], [SEP] (vocab.txt order)
+EXCLUDED_IDS = (0, 2, 3)  # [PAD], [CLS], [SEP] (vocab.txt order); another vocabulary names its own
 
 
 @dataclass
@@ -45,6 +45,8 @@ class LinearConfig:
     # ratio between the classes, before the regression; the scale is folded into the weights, so the
     # graph is the same. 0 = plain TF-IDF.
     nb_power: float = 0.0
+    # ids that are never part of an n-gram (padding and the sequence markers of the model's vocabulary)
+    excluded_ids: list[int] = field(default_factory=lambda: list(EXCLUDED_IDS))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,11 +67,11 @@ class LinearConfig:
 # --------------------------------------------------------------------------- numpy (training side)
 
 
-def _flat(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """All rows' ids in one array, each row followed by n separators ([PAD]); the row index of each position."""
+def _flat(sequences: Sequence[Sequence[int]], separator: int) -> tuple[np.ndarray, np.ndarray]:
+    """All rows' ids in one array, each row followed by separators (an excluded id); the row index of each position."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     pad = 4
-    flat = np.zeros(int(lengths.sum()) + pad * len(sequences), dtype=np.int64)
+    flat = np.full(int(lengths.sum()) + pad * len(sequences), separator, dtype=np.int64)
     rows = np.full(flat.shape, -1, dtype=np.int64)
     position = 0
     for row, ids in enumerate(sequences):
@@ -84,8 +86,8 @@ def bucket_counts(config: LinearConfig, sequences: Sequence[Sequence[int]]):
     """CSR ``[rows, total_buckets]`` of n-gram counts (float64) of token-id sequences (no [CLS]/[SEP])."""
     from scipy import sparse
 
-    flat, rows = _flat(sequences)
-    valid = ~np.isin(flat, EXCLUDED_IDS)
+    flat, rows = _flat(sequences, config.excluded_ids[0])
+    valid = ~np.isin(flat, config.excluded_ids)
     offsets = config.offsets()
     all_rows, all_cols = [], []
     size = len(flat)
@@ -238,11 +240,12 @@ class HashedNgramLinear(nn.Module):
             with torch.no_grad():
                 self.weight[str(n)].weight.copy_(torch.from_numpy(companded).unsqueeze(1))
                 self.idf[str(n)].weight.copy_(torch.from_numpy(model.idf[begin : begin + size]).unsqueeze(1))
+        self.excluded_ids = [int(i) for i in config.excluded_ids]
         self.register_buffer("bias", torch.tensor(float(model.bias)))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         valid = attention_mask > 0
-        for excluded in EXCLUDED_IDS:
+        for excluded in self.excluded_ids:
             valid = valid & (input_ids != excluded)
         valid_ids = valid.to(torch.int64)
         score: torch.Tensor | float = 0.0

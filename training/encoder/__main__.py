@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -79,35 +78,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(json.dumps(stats, indent=2, ensure_ascii=False))
 
 
-def _training_rows(data_dir: str, *, other_rows: int, seed: int) -> tuple[list[dict], dict]:
-    """ChnSentiCorp train + hotel rows (all), plus ``other_rows`` drawn from the other review files."""
-    from training import data as D
-
-    corpora = D.load_sentiment_corpora(data_dir)
-    root = Path(data_dir) / "sentiment"
-    primary = {
-        r["text"]
-        for name in ("chnsenticorp_train.jsonl", "chnsenticorp_htl_all.jsonl")
-        for r in D.read_jsonl(root / name)
-    }
-    first = [r for r in corpora.train if r["text"] in primary]
-    rest = [r for r in corpora.train if r["text"] not in primary]
-    random.Random(seed).shuffle(rest)
-    rows = first + rest[:other_rows]
-    return rows, {
-        "chnsenticorp_train_and_hotel": len(first),
-        "other_reviews": min(other_rows, len(rest)),
-        "dev": corpora.dev,
-    }
-
-
 def cmd_finetune(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
     from tokenizers import Tokenizer
 
     from training.encoder.convert import read_e5_file
-    from training.encoder.finetune import FinetuneConfig, encode_rows, train
+    from training.encoder.finetune import FinetuneConfig, encode_rows, train, training_rows
     from training.encoder.model import Encoder, SentimentClassifier
 
     torch.set_num_threads(1)
@@ -124,16 +101,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     keep = np.load(out / "kept_ids.npy").tolist()
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
     bos, eos, pad_id = (tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>"))
-    rows, mix = _training_rows(args.data, other_rows=args.other_rows, seed=config.seed)
+    rows, mix = training_rows(args.data, other_rows=args.other_rows, seed=config.seed)
     dev_rows = mix.pop("dev")["review_chnsenticorp"][: args.dev_limit or None]
     encode = {"bos": bos, "eos": eos, "max_tokens": config.max_tokens, "head_fraction": config.head_fraction}
     examples = encode_rows(tokenizer, rows, **encode)
     dev = encode_rows(tokenizer, dev_rows, **encode)
     log(f"{len(examples)} training rows {mix}, {len(dev)} dev rows, vocabulary {len(keep)}")
     model = SentimentClassifier(Encoder.from_e5(read_e5_file(args.e5_file), rows=keep))
-    if args.resume:
-        model.load_state_dict(torch.load(args.resume))
-    history = train(model, examples, dev, config, pad_id=pad_id, checkpoint=out / "best.pt", log=log)
+    history = train(model, examples, dev, config, pad_id=pad_id, out=out, log=log)
     history["mix"] = mix
     (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
 
@@ -150,6 +125,71 @@ def cmd_export(args: argparse.Namespace) -> None:
         e5_file=args.e5_file,
         tfidf_c=args.tfidf_c,
     )
+
+
+def cmd_ner_finetune(args: argparse.Namespace) -> None:
+    from training.encoder.fit import FinetuneConfig
+    from training.encoder.ner import finetune
+
+    out = Path(args.out)
+    (out / "ner").mkdir(parents=True, exist_ok=True)
+    config = FinetuneConfig(
+        max_tokens=128,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        head_learning_rate=args.head_lr,
+        budget_rows=args.budget_rows,
+        eval_every=args.eval_every,
+        max_minutes=args.max_minutes,
+    )
+    finetune(
+        args.data,
+        out,
+        config,
+        msra_rows=args.msra_rows,
+        dev_rows=args.dev_rows,
+        e5_file=args.e5_file,
+        log=_log(out / "ner" / "finetune.log"),
+    )
+
+
+def cmd_ner_export(args: argparse.Namespace) -> None:
+    from training.encoder.ner import export
+
+    out = Path(args.out)
+    export(
+        out,
+        data_dir=args.data,
+        model_dir=Path(args.model_dir),
+        e5_file=args.e5_file,
+        log=_log(out / "ner" / "export.log"),
+    )
+
+
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from training.encoder.ensemble import build
+
+    out = Path(args.out)
+    build(
+        out,
+        data_dir=args.data,
+        model_dir=Path(args.model_dir),
+        e5_file=args.e5_file,
+        other_rows=args.other_rows,
+        validation_rows=args.validation_rows,
+        log=_log(out / "ensemble.log"),
+    )
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from training.encoder.ensemble import score
+
+    dirs = dict(item.split("=", 1) for item in args.model_dirs)
+    result = score({name: Path(path) for name, path in dirs.items()}, args.data, tfidf_c=args.tfidf_c)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,15 +211,49 @@ def main(argv: list[str] | None = None) -> None:
     finetune.add_argument("--other-rows", type=int, default=9_000)
     finetune.add_argument("--eval-every", type=int, default=4_000)
     finetune.add_argument("--max-minutes", type=float, default=70.0)
-    finetune.add_argument("--resume", default=None)
     finetune.add_argument("--dev-limit", type=int, default=0, help="score only the first N dev rows (smoke tests)")
     export.add_argument("--model-dir", default=None)
     export.add_argument("--max-tokens", type=int, default=96)
     export.add_argument("--fruit-rows", type=int, default=0, help="score a sample of the fruit hold-out (0 = all)")
     export.add_argument("--tfidf-c", type=float, default=4.0, help="also score TF-IDF + LR at this C (0 = skip)")
+    ner_finetune = sub.add_parser("ner-finetune", help="NER fine-tune (characters as pieces, CRF) → ner/best.pt")
+    ner_export = sub.add_parser("ner-export", help="NER ONNX + INT8 + crf.npz → a model directory, served dev F1")
+    for p in (ner_finetune, ner_export):
+        p.add_argument("--data", default="../shared/data")
+        p.add_argument("--out", required=True)
+    ner_finetune.add_argument("--batch-size", type=int, default=16)
+    ner_finetune.add_argument("--lr", type=float, default=8e-5)
+    ner_finetune.add_argument("--head-lr", type=float, default=5e-3)
+    ner_finetune.add_argument("--budget-rows", type=int, default=32_000)
+    ner_finetune.add_argument("--eval-every", type=int, default=8_000)
+    ner_finetune.add_argument("--max-minutes", type=float, default=70.0)
+    ner_finetune.add_argument("--msra-rows", type=int, default=0, help="MSRA rows drawn (0 = all)")
+    ner_finetune.add_argument("--dev-rows", type=int, default=500, help="dev rows per split scored at each evaluation")
+    ner_export.add_argument("--model-dir", required=True)
+    ensemble = sub.add_parser("ensemble", help="e5 + in-graph n-gram branch → the shipped sentiment model directory")
+    ensemble.add_argument("--data", default="../shared/data")
+    ensemble.add_argument("--out", required=True)
+    ensemble.add_argument("--model-dir", required=True)
+    ensemble.add_argument("--other-rows", type=int, default=6_000, help="as the fine-tune's --other-rows")
+    ensemble.add_argument("--validation-rows", type=int, default=3_000)
+    score = sub.add_parser("score", help="sentiment model directories side by side: dev accuracy, latency, RSS")
+    score.add_argument("model_dirs", nargs="+", metavar="NAME=DIR")
+    score.add_argument("--data", default="../shared/data")
+    score.add_argument("--tfidf-c", type=float, default=4.0)
+    score.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     try:
-        {"check": cmd_check, "prepare": cmd_prepare, "finetune": cmd_finetune, "export": cmd_export}[args.command](args)
+        commands = {
+            "check": cmd_check,
+            "prepare": cmd_prepare,
+            "finetune": cmd_finetune,
+            "export": cmd_export,
+            "ner-finetune": cmd_ner_finetune,
+            "ner-export": cmd_ner_export,
+            "ensemble": cmd_ensemble,
+            "score": cmd_score,
+        }
+        commands[args.command](args)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

