@@ -27,6 +27,7 @@ import functools
 import hashlib
 import math
 import time
+import unicodedata
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,6 +117,12 @@ class PlanSettings:
     overlap_tokens: int = 32
 
 
+def has_visible_character(text: str) -> bool:
+    """Whether ``text`` has a character outside the control/format (C*) and separator (Z*) categories.
+    Stops at the first one, so an ordinary text costs one character."""
+    return any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
+
+
 class Planner:
     """Turns a text and its tasks into windows, tokenising the text once per distinct tokenizer."""
 
@@ -123,6 +130,11 @@ class Planner:
         self.models = models
 
     def plan(self, text: str, tasks: Sequence[Task], settings: PlanSettings, *, field: str = "text") -> DocumentPlan:
+        if not has_visible_character(text):  # whatever a model's tokenizer makes of it (e5 gives "▁"/<unk>)
+            raise EmptyTextError(
+                f"{field} has nothing to analyse: no letters, digits, CJK characters or symbols "
+                "(only whitespace, control or zero-width characters)"
+            )
         encodings: dict[str, Tokenized] = {}
         plans: dict[Task, TaskPlan] = {}
         for task in tasks:
