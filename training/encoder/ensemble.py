@@ -167,12 +167,8 @@ def architecture(report: dict) -> str:
 
 def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> None:
     from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
+    from training.encoder.export import staged_model_dir
 
-    staged = model_dir.with_name(model_dir.name + ".partial")
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    shutil.copy(int8, staged / "model.onnx")
-    shutil.copy(out / "tokenizer.json", staged / "tokenizer.json")
     manifest = Manifest(
         name="zhserve-sentiment-e5",
         version="3.0.0",
@@ -194,9 +190,10 @@ def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> 
             "ensemble": report["ensemble"],
         },
     )
-    write_manifest(staged, manifest)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    staged.rename(model_dir)
+    with staged_model_dir(model_dir) as staged:
+        shutil.copy(int8, staged / "model.onnx")
+        shutil.copy(out / "tokenizer.json", staged / "tokenizer.json")
+        write_manifest(staged, manifest)
 
 
 def score(

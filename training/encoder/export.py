@@ -8,11 +8,12 @@ and INT8 ONNX on every dev split (head+tail truncated as in training), FP32-vs-I
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,15 +191,22 @@ def tfidf_probabilities(train: Sequence[dict], dev: dict[str, list[dict]], *, c:
     }
 
 
+@contextlib.contextmanager
+def staged_model_dir(model_dir: Path) -> Iterator[Path]:
+    """A ``<name>.partial`` folder to fill; it replaces ``model_dir`` only when the block succeeds, so a
+    failed export never leaves a half-written model directory under the served name."""
+    staged = model_dir.with_name(model_dir.name + ".partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    yield staged
+    shutil.rmtree(model_dir, ignore_errors=True)
+    staged.rename(model_dir)
+
+
 def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> str:
     """A model directory the runtime loads: INT8 ONNX, tokenizer.json, manifest (staged, then renamed)."""
     from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
 
-    staged = model_dir.with_name(model_dir.name + ".partial")
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    shutil.copy(int8, staged / "model.onnx")
-    shutil.copy(out / "tokenizer.json", staged / "tokenizer.json")
     review = report["accuracy"]["review_chnsenticorp"]
     manifest = Manifest(
         name="zhserve-sentiment-e5",
@@ -222,9 +230,10 @@ def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> 
             "dev_chnsenticorp_int8_head_tail_96": review["int8"],
         },
     )
-    write_manifest(staged, manifest)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    staged.rename(model_dir)
+    with staged_model_dir(model_dir) as staged:
+        shutil.copy(int8, staged / "model.onnx")
+        shutil.copy(out / "tokenizer.json", staged / "tokenizer.json")
+        write_manifest(staged, manifest)
     return str(model_dir)
 
 

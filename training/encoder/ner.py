@@ -211,7 +211,7 @@ def export(
     """FP32 ONNX → INT8 (dynamic) + crf.npz → a model directory; dev F1 through the serving runtime."""
     from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
     from training.encoder.convert import read_e5_file
-    from training.encoder.export import export_onnx, quantize
+    from training.encoder.export import export_onnx, quantize, staged_model_dir
     from training.evaluate import CorePredictor, evaluate
 
     torch.set_num_threads(1)
@@ -227,12 +227,6 @@ def export(
     export_onnx(model.tagger, fp32, pad_id=int(pieces.token_to_id("<pad>")), output_name="emissions")
     quantize(fp32, int8)
     report: dict = {"export_seconds": round(time.time() - started, 1)}
-    staged = model_dir.with_name(model_dir.name + ".partial")
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    shutil.copy(int8, staged / "model.onnx")
-    chars.save(str(staged / "tokenizer.json"))
-    np.savez(staged / "crf.npz", **model.crf.export_arrays())
     manifest = Manifest(
         name="zhserve-ner-e5",
         version="0.1.0",
@@ -249,9 +243,11 @@ def export(
         quantization="int8-dynamic",
         provenance={"source": "fine-tuned", "recipe": "python -m training.encoder ner-finetune / ner-export"},
     )
-    write_manifest(staged, manifest)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    staged.rename(model_dir)
+    with staged_model_dir(model_dir) as staged:
+        shutil.copy(int8, staged / "model.onnx")
+        chars.save(str(staged / "tokenizer.json"))
+        np.savez(staged / "crf.npz", **model.crf.export_arrays())
+        write_manifest(staged, manifest)
     corpora = D.load_ner_corpora(data_dir)
     predictor = CorePredictor.from_model_dir(model_dir, "ner", threads=1, batch_size=16)
     report["dev"] = {}
