@@ -447,6 +447,11 @@ def main() -> None:
     parser.add_argument("--sections", default="limit,seed,zhserve,levers,base,memory")
     parser.add_argument("--out", default=str(REPO_ROOT / "BENCHMARKS.md"))
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument(
+        "--sentiment-model",
+        default="models/sentiment-e5",
+        help="the sentiment tier every section serves (models/sentiment is the fast CNN tier)",
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("error: wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
@@ -456,11 +461,16 @@ def main() -> None:
     work = Path(options.work or tempfile.mkdtemp(prefix="zhserve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     lua = scripts(work)
-    ner_dir, sentiment_dir = REPO_ROOT / "models" / "ner", REPO_ROOT / "models" / "sentiment-e5"
+    ner_dir, sentiment_dir = REPO_ROOT / "models" / "ner", (REPO_ROOT / options.sentiment_model).resolve()
+    tier = {"sentiment_model": str(sentiment_dir)}
     report = Report()
     idle = idle_share()
     started = dt.datetime.now(dt.UTC)
-    print(f"zhserve benchmark on {machine()}, commit {commit()}; CPU idle before the run: {idle:.0%}", flush=True)
+    print(
+        f"zhserve benchmark on {machine()}, commit {commit()}; CPU idle before the run: {idle:.0%}; "
+        f"sentiment tier {sentiment_dir.name}",
+        flush=True,
+    )
     if idle < 0.9:
         print("  ! the machine is busy: other load shares the cores and lowers every figure", flush=True)
     processes = os.cpu_count() or 1
@@ -485,7 +495,9 @@ def main() -> None:
     if "seed" in sections:
         for variant, gunicorn in (("flask", False), ("gunicorn", True)):
             print(f"\n[seed] {variant}", flush=True)
-            service = start_seed(f"seed-{variant}", work, gunicorn=gunicorn)
+            service = start_seed(
+                f"seed-{variant}", work, gunicorn=gunicorn, extra={"SEED_SENTIMENT_MODEL": tier["sentiment_model"]}
+            )
             try:
                 warm_up(service.url + "/analyze", lua["text"])
                 for route, path in seed_routes.items():
@@ -499,7 +511,7 @@ def main() -> None:
     memory_rows: list[list[Any]] = []
     if "zhserve" in sections or "memory" in sections:
         print("\n[zhserve] as `make run` starts it", flush=True)
-        service = start_zhserve("zhserve", work)
+        service = start_zhserve("zhserve", work, args=tier)
         try:
             if "memory" in sections:
                 time.sleep(10)  # let start-up settle before reading idle memory
@@ -557,14 +569,14 @@ def main() -> None:
         )  # fmt: skip
 
     if "levers" in sections:
-        levers(report, work, lua, seconds)
+        levers(report, work, lua, seconds, tier)
     if "base" in sections:
         base_size(report, work, lua, seconds, clients)
     if memory_rows:
         report.table("Memory, start and stop (embedded models, `make run`'s configuration)", ["what", "measured"],
                      memory_rows)  # fmt: skip
 
-    write_markdown(Path(options.out), report, started, idle)
+    write_markdown(Path(options.out), report, started, idle, sentiment_dir.name)
     print(f"\nwrote {options.out}", flush=True)
 
 
@@ -606,12 +618,12 @@ LEVERS: list[tuple[str, list[str], dict[str, str]]] = [
 ]  # fmt: skip
 
 
-def levers(report: Report, work: Path, lua: dict[str, Path], seconds: float) -> None:
+def levers(report: Report, work: Path, lua: dict[str, Path], seconds: float, tier: dict[str, Any]) -> None:
     rows = []
     baseline: dict[str, float] = {}
     for name, overrides, env in LEVERS:
         print(f"\n[levers] {name}", flush=True)
-        service = start_zhserve("lever", work, overrides=overrides, env=env)
+        service = start_zhserve("lever", work, overrides=overrides, env=env, args=tier)
         try:
             warm_up(service.url + "/v1/analyze", lua["text"])
             ner = wrk(service.url + "/v1/ner", lua["text"], 16, seconds, f"{name}: /v1/ner")
@@ -691,12 +703,13 @@ def base_size(report: Report, work: Path, lua: dict[str, Path], seconds: float, 
     )  # fmt: skip
 
 
-def write_markdown(path: Path, report: Report, started: dt.datetime, idle: float) -> None:
+def write_markdown(path: Path, report: Report, started: dt.datetime, idle: float, tier: str) -> None:
     header = [
         "# Benchmarks",
         "",
         f"Written by `make bench` (`load_tests/bench.py`) on {started:%Y-%m-%d %H:%M} UTC; machine: {machine()}; "
-        f"commit {commit()}. CPU idle before the run: {idle:.0%}. Every figure below was measured in this one run; "
+        f"commit {commit()}; sentiment tier `models/{tier}`. CPU idle before the run: {idle:.0%}. "
+        "Every figure below was measured in this one run; "
         "ratios compare figures measured side by side. Figures move with the machine: compare ratios, not "
         "absolute numbers, across machines.",
         "",
