@@ -608,7 +608,7 @@ LEVERS: list[tuple[str, list[str], dict[str, str]]] = [
     ("model batches computed in a thread", ["NER.user_config.compute_in_thread=true",
                                             "Sentiment.user_config.compute_in_thread=true"], {}),
     ("model calls serialised with cloudpickle (Serve's default)", ["args.handle_serialization=cloudpickle"], {}),
-    ("2 ingress replicas", ["Ingress.num_replicas=2"], {}),
+    ("ingress fixed at 1 replica", ["Ingress.autoscaling_config.max_replicas=1"], {}),
     ("model batches wait 5 ms to fill", ["NER.user_config.batch_wait_timeout_s=0.005",
                                          "Sentiment.user_config.batch_wait_timeout_s=0.005"], {}),
     ("models: 1 replica × 2 threads each", ["args.intra_op_threads=2", "NER.autoscaling_config.max_replicas=1",

@@ -16,9 +16,10 @@ from deployments.runtime.ner import NerModel  # noqa: E402
 from training import ngram_linear as L  # noqa: E402
 from training.encoder import ner as N  # noqa: E402
 from training.encoder.convert import E5Config, Pieces  # noqa: E402
-from training.encoder.fit import FinetuneConfig, fit, pass_batches  # noqa: E402
-from training.encoder.model import Encoder, SentimentClassifier  # noqa: E402
-from training.encoder.tokenizer import build_tokenizer  # noqa: E402
+from training.encoder.finetune import encode_rows, train  # noqa: E402
+from training.encoder.fit import FinetuneConfig, decayed, pass_batches  # noqa: E402
+from training.encoder.model import Encoder, SentimentClassifier, unpruned_embeddings  # noqa: E402
+from training.encoder.tokenizer import build_tokenizer, pieces_used, pruned_ids  # noqa: E402
 
 TINY = E5Config(hidden=32, layers=2, heads=4, ffn=64, vocab_rows=40, max_positions=160, type_vocab=2, eps=1e-12)
 CHARS = list("马云在杭州阿里巴巴会见李明教授北京大学好很差酒店㈱株()")
@@ -49,23 +50,10 @@ def tiny_sentiment_examples(n: int = 40) -> list[tuple[list[int], int]]:
 
 
 def run_fit(model: SentimentClassifier, examples, config: FinetuneConfig, out) -> dict:  # type: ignore[no-untyped-def]
-    from training.encoder.finetune import pad
-    from training.encoder.fit import parameter_groups
-
-    def loss(batch: list[int]) -> torch.Tensor:
-        ids, mask = pad([examples[i][0] for i in batch], 1)
-        return torch.nn.functional.cross_entropy(model(ids, mask), torch.tensor([examples[i][1] for i in batch]))
-
-    return fit(
-        model,
-        [len(ids) for ids, _ in examples],
-        config,
-        groups=parameter_groups(model.encoder, list(model.head.parameters()), config),
-        loss=loss,
+    return train(
+        model, examples, [], config, pad_id=1, out=out, log=lambda _: None,
         evaluate=lambda: float(len(list(out.glob("*.pt")))),  # any score: the loop only compares them
-        out=out,
-        log=lambda _: None,
-    )
+    )  # fmt: skip
 
 
 def test_a_resumed_fine_tune_ends_where_an_uninterrupted_one_does(tmp_path) -> None:
@@ -94,6 +82,46 @@ def test_a_resumed_fine_tune_ends_where_an_uninterrupted_one_does(tmp_path) -> N
         assert torch.equal(a, b), name
     assert pass_batches([3, 1, 2, 5] * 5, config, 0) == pass_batches([3, 1, 2, 5] * 5, config, 0)
     assert pass_batches([3, 1, 2, 5] * 5, config, 0) != pass_batches([3, 1, 2, 5] * 5, config, 1)
+
+
+def test_fine_tuning_on_the_pruned_vocabulary_is_the_full_vocabulary_fine_tune_on_the_kept_rows(tmp_path) -> None:
+    """What makes `python -m training.encoder unprune` measure what pruning costs without a second fine-tune."""
+    vocab = char_vocab()
+    full_tokenizer = build_tokenizer(vocab)
+    texts = ["马云很好", "李明教授很差", "酒店很好", "北京大学会见李明很差", "阿里巴巴很好", "马云在北京很差"]
+    rows = [{"text": t, "label": "positive" if "好" in t else "negative"} for t in texts]
+    keep = pruned_ids(vocab, pieces_used(full_tokenizer, texts))
+    hangzhou = vocab.pieces.index("杭州")
+    assert hangzhou not in keep and vocab.pieces.index("▁马云") in keep  # a multi-character piece no text uses goes
+    pruned_tokenizer = build_tokenizer(vocab, keep=keep)
+    assert pruned_tokenizer.encode("马云在杭州", add_special_tokens=False).tokens[-2:] == ["杭", "州"]
+    encode = {"bos": 0, "eos": 2, "max_tokens": 16, "head_fraction": 0.5}
+    full_examples = encode_rows(full_tokenizer, rows, **encode)
+    pruned_examples = encode_rows(pruned_tokenizer, rows, **encode)
+    assert [[keep[i] for i in ids] for ids, _ in pruned_examples] == [ids for ids, _ in full_examples]
+
+    torch.manual_seed(2)
+    full = SentimentClassifier(Encoder(TINY, vocab_size=len(vocab.pieces)))
+    pretrained = full.encoder.word.weight.detach().numpy().copy()
+    state = full.state_dict()
+    state["encoder.word.weight"] = state["encoder.word.weight"][keep].clone()
+    pruned = SentimentClassifier(Encoder(TINY, vocab_size=len(keep)))
+    pruned.load_state_dict(state)
+    config = FinetuneConfig(batch_size=2, budget_rows=24, eval_every=12, learning_rate=1e-3, weight_decay=0.5)
+    for model, examples, name in ((full, full_examples, "full"), (pruned, pruned_examples, "pruned")):
+        (tmp_path / name).mkdir()
+        assert run_fit(model, examples, config, tmp_path / name)["finished"]
+
+    tuned = pruned.encoder.word.weight.detach()
+    assert (tuned - torch.from_numpy(pretrained[keep])).abs().max() > 1e-3  # the kept rows were trained
+    start = decayed(torch.from_numpy(pretrained), config, 12)
+    word = unpruned_embeddings(tuned, start, keep)
+    assert torch.equal(full.encoder.word.weight[hangzhou], start[hangzhou])  # bit for bit: only decayed
+    assert not torch.equal(start[hangzhou], torch.from_numpy(pretrained[hangzhou]))  # and it did decay
+    torch.testing.assert_close(word, full.encoder.word.weight.detach(), rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(full.state_dict().items(), pruned.state_dict().values(), strict=True):
+        if name != "encoder.word.weight":
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_ner_model_directory_is_served_by_the_runtime(tmp_path) -> None:

@@ -4,6 +4,7 @@
     python -m training.encoder prepare --out runs/e5       # pruned vocabulary → tokenizer.json, kept_ids.npy
     python -m training.encoder finetune --out runs/e5      # sentiment fine-tune → best.pt, history.json
     python -m training.encoder export --out runs/e5 --model-dir models/candidates/e5-sentiment
+    python -m training.encoder unprune --source runs/e5 --out runs/e5-full   # what pruning costs: export both
 
 Every step runs torch and ONNX Runtime on one thread.
 """
@@ -127,6 +128,48 @@ def cmd_export(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_unprune(args: argparse.Namespace) -> None:
+    """A run directory over the full vocabulary that is what a full-vocabulary fine-tune on the same rows
+    ends with (:func:`training.encoder.model.unpruned_embeddings`): ``export`` and ``score`` on it and on
+    the pruned run measure what pruning costs."""
+    import numpy as np
+    import torch
+
+    from training.encoder.convert import read_e5_file
+    from training.encoder.fit import FinetuneConfig, decayed
+    from training.encoder.model import unpruned_embeddings
+    from training.encoder.tokenizer import build_tokenizer
+
+    source, out = Path(args.source), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    e5 = read_e5_file(args.e5_file)
+    keep = np.load(source / "kept_ids.npy").tolist()
+    history = json.loads((source / "history.json").read_text())
+    best = next(e for e in history["evals"] if e["dev"] == history["best_dev"])  # best.pt: the first best
+    config = FinetuneConfig(**history["config"])
+    state = torch.load(source / "best.pt")
+    pretrained = torch.from_numpy(np.ascontiguousarray(e5.tensors["emb.word"][: len(e5.vocab.pieces)]))
+    full = decayed(pretrained, config, best["step"])
+    tuned = state["encoder.word.weight"]
+    state["encoder.word.weight"] = unpruned_embeddings(tuned, full, keep)
+    # The premise, checked: the kept rows no training text uses (single characters of other scripts)
+    # are exactly their decayed pretrained rows; the others moved.
+    untouched = (tuned == full[torch.as_tensor(keep)]).all(dim=1)
+    torch.save(state, out / "best.pt")
+    np.save(out / "kept_ids.npy", np.arange(len(pretrained), dtype=np.int64))
+    build_tokenizer(e5.vocab).save(str(out / "tokenizer.json"))
+    report = {
+        "source": str(source),
+        "pieces": len(pretrained),
+        "kept": len(keep),
+        "best_step": best["step"],
+        "kept_rows_exactly_their_decayed_pretrained_row": int(untouched.sum()),
+        "mean_decay": float((full.norm() / pretrained.norm()).item()),
+    }
+    (out / "unprune.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
 def cmd_ner_finetune(args: argparse.Namespace) -> None:
     from training.encoder.fit import FinetuneConfig
     from training.encoder.ner import finetune
@@ -216,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--max-tokens", type=int, default=96)
     export.add_argument("--fruit-rows", type=int, default=0, help="score a sample of the fruit hold-out (0 = all)")
     export.add_argument("--tfidf-c", type=float, default=4.0, help="also score TF-IDF + LR at this C (0 = skip)")
+    unprune = sub.add_parser("unprune", help="the pruned run as a full-vocabulary run (to measure what pruning costs)")
+    unprune.add_argument("--source", required=True, help="the pruned run directory (best.pt, kept_ids.npy, history)")
+    unprune.add_argument("--out", required=True)
     ner_finetune = sub.add_parser("ner-finetune", help="NER fine-tune (characters as pieces, CRF) → ner/best.pt")
     ner_export = sub.add_parser("ner-export", help="NER ONNX + INT8 + crf.npz → a model directory, served dev F1")
     for p in (ner_finetune, ner_export):
@@ -248,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
             "prepare": cmd_prepare,
             "finetune": cmd_finetune,
             "export": cmd_export,
+            "unprune": cmd_unprune,
             "ner-finetune": cmd_ner_finetune,
             "ner-export": cmd_ner_export,
             "ensemble": cmd_ensemble,

@@ -112,9 +112,11 @@ def train(
     pad_id: int,
     out: Path,
     log: Callable[[str], None] = print,
+    evaluate: Callable[[], float] | None = None,
 ) -> dict:
     """Fine-tune over ``budget_rows`` rows of ``examples`` (cycled), resumable; the best dev state is
-    ``out/best.pt`` (:func:`training.encoder.fit.fit`). Returns the history."""
+    ``out/best.pt`` (:func:`training.encoder.fit.fit`), scored by ``evaluate`` (default: accuracy on
+    ``dev``). Returns the history."""
 
     def loss(batch: list[int]) -> torch.Tensor:
         ids, mask = pad([examples[i][0] for i in batch], pad_id)
@@ -127,7 +129,7 @@ def train(
         config,
         groups=parameter_groups(model.encoder, list(model.head.parameters()), config),
         loss=loss,
-        evaluate=lambda: accuracy(predict_logits(model, dev, pad_id=pad_id), dev),
+        evaluate=evaluate or (lambda: accuracy(predict_logits(model, dev, pad_id=pad_id), dev)),
         out=out,
         log=log,
     )

@@ -86,6 +86,22 @@ def lr_scale(step: int, total_steps: int, warmup: int) -> float:
     return min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
 
 
+def decayed(weight: torch.Tensor, config: FinetuneConfig, steps: int) -> torch.Tensor:
+    """``weight`` after ``steps`` steps of this schedule for a decayed parameter row that never gets a
+    gradient: its Adam moments stay zero, so only AdamW's decoupled weight decay moves it. Applied as
+    the optimiser applies it (in place, one multiply per step, in the weight's dtype): the float32
+    rounding of a multiply by ``1 - 6e-7`` is a sizeable, systematic part of the step, so a closed-form
+    product would not reproduce it."""
+    total_steps = math.ceil(config.budget_rows / config.batch_size)
+    warmup = max(1, int(total_steps * config.warmup_fraction))
+    out = weight.detach().clone()
+    with torch.no_grad():
+        for step in range(steps):
+            lr = config.learning_rate * lr_scale(step, total_steps, warmup)
+            out.mul_(1 - lr * config.weight_decay)
+    return out
+
+
 def fit(
     model: nn.Module,
     lengths: Sequence[int],

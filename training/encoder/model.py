@@ -96,6 +96,19 @@ class Encoder(nn.Module):
         return model
 
 
+def unpruned_embeddings(pruned: torch.Tensor, decayed: torch.Tensor, keep: Sequence[int]) -> torch.Tensor:
+    """The word embeddings a fine-tune over the full vocabulary would have ended with, from one over the
+    pruned vocabulary ``keep`` (new id ``i`` is old id ``keep[i]``).
+
+    The two runs are one computation: the training texts segment the same way (their pieces are all
+    kept), so every kept row gets the same gradients; a row outside ``keep`` never occurs in a batch and
+    only shrinks by AdamW's weight decay: ``decayed`` is the full pretrained table put through that
+    decay (:func:`training.encoder.fit.decayed`)."""
+    word = decayed.detach().to(torch.float32).clone()
+    word[torch.as_tensor(list(keep), dtype=torch.int64)] = pruned.detach().to(torch.float32)
+    return word
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The mean of the hidden states of real tokens (e5's sentence embedding, before L2 norm)."""
     mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
