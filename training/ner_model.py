@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ class NerConfig:
 class LexiconCharNgramEmbedding(CharNgramEmbedding):
     """:class:`CharNgramEmbedding` with the 0/1 lexicon-role features concatenated (same dropout)."""
 
-    def __init__(self, vocab_size: int, *, lexicon: LexiconFeatures, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, vocab_size: int, *, lexicon: LexiconFeatures, **kwargs) -> None:
         super().__init__(vocab_size, **kwargs)
         self.lexicon = lexicon
         self.output_dim += lexicon.output_dim
@@ -65,7 +66,7 @@ class NerNet(nn.Module):
     def __init__(self, config: NerConfig) -> None:
         super().__init__()
         self.config = config
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             char_dim=config.char_dim,
             bigram_buckets=config.bigram_buckets,
             bigram_dim=config.bigram_dim,
@@ -135,6 +136,10 @@ def bioes_constraints(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np
 
 class CRF(nn.Module):
     """Linear-chain CRF (pytorch-crf convention) with the BIOES-forbidden moves pinned at -10000."""
+
+    start_penalty: torch.Tensor  # buffers (register_buffer)
+    end_penalty: torch.Tensor
+    trans_penalty: torch.Tensor
 
     def __init__(self, labels: Sequence[str]) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -219,6 +220,8 @@ def train_linear(
 class HashedNgramLinear(nn.Module):
     """``(input_ids, attention_mask) → w·x + b`` [B] with ``x`` the row's hashed n-gram TF-IDF vector."""
 
+    bias: torch.Tensor  # a buffer (register_buffer)
+
     def __init__(self, model: LinearModel) -> None:
         super().__init__()
         config = model.config
@@ -235,11 +238,12 @@ class HashedNgramLinear(nn.Module):
             size = config.vocab_size if n == 1 else config.buckets[str(n)]
             w = model.weight[begin : begin + size].astype(np.float32)
             companded = np.sign(w) * np.sqrt(np.abs(w))
-            self.weight[str(n)] = nn.Embedding(size, 1)
-            self.idf[str(n)] = nn.Embedding(size, 1)
+            weight_table, idf_table = nn.Embedding(size, 1), nn.Embedding(size, 1)
+            self.weight[str(n)] = weight_table
+            self.idf[str(n)] = idf_table
             with torch.no_grad():
-                self.weight[str(n)].weight.copy_(torch.from_numpy(companded).unsqueeze(1))
-                self.idf[str(n)].weight.copy_(torch.from_numpy(model.idf[begin : begin + size]).unsqueeze(1))
+                weight_table.weight.copy_(torch.from_numpy(companded).unsqueeze(1))
+                idf_table.weight.copy_(torch.from_numpy(model.idf[begin : begin + size]).unsqueeze(1))
         self.excluded_ids = [int(i) for i in config.excluded_ids]
         self.register_buffer("bias", torch.tensor(float(model.bias)))
 
@@ -322,7 +326,7 @@ def pick_ensemble(d_cnn: np.ndarray, z: np.ndarray, labels: np.ndarray, *, step:
     (Picking by log loss instead was tried: it put more weight on the CNN and did worse on the review dev,
     see run ens2 in training/experiments/sentiment.md.)
     """
-    trials = []
+    trials: list[dict[str, Any]] = []
     for mode in ("prob", "logit"):
         for i in range(round(1 / step) + 1):
             alpha = round(i * step, 4)

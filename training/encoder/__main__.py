@@ -87,6 +87,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from training.encoder.convert import read_e5_file
     from training.encoder.finetune import FinetuneConfig, encode_rows, train, training_rows
     from training.encoder.model import Encoder, SentimentClassifier
+    from training.encoder.tokenizer import special_ids
 
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -101,12 +102,17 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     )
     keep = np.load(out / "kept_ids.npy").tolist()
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
-    bos, eos, pad_id = (tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>"))
+    bos, eos, pad_id = special_ids(tokenizer)
     rows, mix = training_rows(args.data, other_rows=args.other_rows, seed=config.seed)
     dev_rows = mix.pop("dev")["review_chnsenticorp"][: args.dev_limit or None]
-    encode = {"bos": bos, "eos": eos, "max_tokens": config.max_tokens, "head_fraction": config.head_fraction}
-    examples = encode_rows(tokenizer, rows, **encode)
-    dev = encode_rows(tokenizer, dev_rows, **encode)
+
+    def encode(selected: list[dict]) -> list[tuple[list[int], int]]:
+        return encode_rows(
+            tokenizer, selected, bos=bos, eos=eos, max_tokens=config.max_tokens, head_fraction=config.head_fraction
+        )
+
+    examples = encode(rows)
+    dev = encode(dev_rows)
     log(f"{len(examples)} training rows {mix}, {len(dev)} dev rows, vocabulary {len(keep)}")
     model = SentimentClassifier(Encoder.from_e5(read_e5_file(args.e5_file), rows=keep))
     history = train(model, examples, dev, config, pad_id=pad_id, out=out, log=log)
@@ -192,6 +198,7 @@ def cmd_ner_finetune(args: argparse.Namespace) -> None:
         msra_rows=args.msra_rows,
         dev_rows=args.dev_rows,
         e5_file=args.e5_file,
+        threads=args.threads,
         log=_log(out / "ner" / "finetune.log"),
     )
 
@@ -275,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ner_finetune.add_argument("--max-minutes", type=float, default=70.0)
     ner_finetune.add_argument("--msra-rows", type=int, default=0, help="MSRA rows drawn (0 = all)")
     ner_finetune.add_argument("--dev-rows", type=int, default=500, help="dev rows per split scored at each evaluation")
+    ner_finetune.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ner_export.add_argument("--model-dir", required=True)
     ensemble = sub.add_parser("ensemble", help="e5 + in-graph n-gram branch → the shipped sentiment model directory")
     ensemble.add_argument("--data", default="../shared/data")

@@ -79,11 +79,12 @@ def build(
     """Fit the n-gram branch, pick the ensemble, export FP32 → INT8, write ``model_dir``; returns the report."""
     from training.encoder.convert import read_e5_file
     from training.encoder.export import export_onnx, quantize
+    from training.encoder.tokenizer import special_ids
 
     torch.set_num_threads(1)
     started = time.time()
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
-    bos, eos, pad_id = (int(tokenizer.token_to_id(t)) for t in ("<s>", "</s>", "<pad>"))
+    bos, eos, pad_id = special_ids(tokenizer)
     keep = np.load(out / "kept_ids.npy").tolist()
     classifier = SentimentClassifier(Encoder(read_e5_file(e5_file).config, vocab_size=len(keep)))
     classifier.load_state_dict(torch.load(out / "best.pt"))

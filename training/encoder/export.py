@@ -27,6 +27,7 @@ from training import data as D
 from training.encoder.convert import read_e5_file
 from training.encoder.finetune import LABELS, encode_rows, pad, predict_logits
 from training.encoder.model import Encoder, SentimentClassifier
+from training.encoder.tokenizer import special_ids
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "logits"
@@ -116,7 +117,7 @@ def export_all(
         print(json.dumps(report, ensure_ascii=False), flush=True)
 
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
-    bos, eos, pad_id = (tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>"))
+    bos, eos, pad_id = special_ids(tokenizer)
     keep = np.load(out / "kept_ids.npy").tolist()
     e5 = read_e5_file(e5_file)
     model = SentimentClassifier(Encoder(e5.config, vocab_size=len(keep)))
@@ -134,12 +135,11 @@ def export_all(
     dev = dict(corpora.dev)
     if fruit_rows:
         dev["unseen_fruit"] = dev["unseen_fruit"][:: max(1, len(dev["unseen_fruit"]) // fruit_rows)][:fruit_rows]
-    encode = {"bos": bos, "eos": eos, "max_tokens": max_tokens, "head_fraction": 0.5}
     sessions = {"fp32": session(fp32), "int8": session(int8)}
     report["accuracy"] = {}
     tfidf = tfidf_probabilities(corpora.train, dev, c=tfidf_c) if tfidf_c else {}
     for name in ("review_chnsenticorp", "unseen_fruit", "unseen_weibo"):
-        examples = encode_rows(tokenizer, dev[name], **encode)
+        examples = encode_rows(tokenizer, dev[name], bos=bos, eos=eos, max_tokens=max_tokens, head_fraction=0.5)
         gold = np.asarray([label for _, label in examples])
         scores: dict = {"rows": len(examples)}
         if name == "review_chnsenticorp":

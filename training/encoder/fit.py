@@ -64,7 +64,8 @@ def pass_batches(lengths: Sequence[int], config: FinetuneConfig, epoch: int) -> 
 
 def parameter_groups(encoder: nn.Module, head: Sequence[nn.Parameter], config: FinetuneConfig) -> list[dict]:
     """AdamW groups: encoder matrices with weight decay, vectors and LayerNorms without, the head at its own rate."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in encoder.named_parameters():
         (no_decay if p.ndim < 2 or "ln" in name else decay).append(p)
     head_ids = {id(p) for p in head}

@@ -31,6 +31,7 @@ from deployments.runtime.tokenizer import Tokenizer
 from training import data as D
 from training.encoder.fit import FinetuneConfig, fit, parameter_groups
 from training.encoder.model import Encoder
+from training.encoder.tokenizer import special_ids
 from training.metrics import Span, entity_scores
 from training.ner_model import CRF
 
@@ -153,11 +154,12 @@ def finetune(
     msra_rows: int,
     dev_rows: int,
     e5_file: str | None,
+    threads: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict:
     from training.encoder.convert import read_e5_file
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     pieces = HfTokenizer.from_file(str(out / "tokenizer.json"))
     tokenizer = runtime_tokenizer(char_tokenizer(pieces))
     keep = np.load(out / "kept_ids.npy").tolist()
@@ -224,7 +226,7 @@ def export(
     model.eval()
     fp32, int8 = ner_out / "model.fp32.onnx", ner_out / "model.int8.onnx"
     started = time.time()
-    export_onnx(model.tagger, fp32, pad_id=int(pieces.token_to_id("<pad>")), output_name="emissions")
+    export_onnx(model.tagger, fp32, pad_id=special_ids(pieces).pad, output_name="emissions")
     quantize(fp32, int8)
     report: dict = {"export_seconds": round(time.time() - started, 1)}
     manifest = Manifest(
@@ -238,7 +240,9 @@ def export(
         decoder="crf",
         crf="crf.npz",
         max_seq_length=MAX_SEQ_LENGTH,
-        tokenizer=TokenizerSpec(type="tokenizers-json", file="tokenizer.json", **SPECIALS),
+        tokenizer=TokenizerSpec(
+            type="tokenizers-json", file="tokenizer.json", cls_token="<s>", sep_token="</s>", pad_token="<pad>"
+        ),
         onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
         quantization="int8-dynamic",
         provenance={"source": "fine-tuned", "recipe": "python -m training.encoder ner-finetune / ner-export"},
@@ -246,7 +250,7 @@ def export(
     with staged_model_dir(model_dir) as staged:
         shutil.copy(int8, staged / "model.onnx")
         chars.save(str(staged / "tokenizer.json"))
-        np.savez(staged / "crf.npz", **model.crf.export_arrays())
+        np.savez(staged / "crf.npz", **model.crf.export_arrays())  # type: ignore[arg-type]
         write_manifest(staged, manifest)
     corpora = D.load_ner_corpora(data_dir)
     predictor = CorePredictor.from_model_dir(model_dir, "ner", threads=1, batch_size=16)

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def finetune(args: argparse.Namespace, run: Path, log) -> dict:  # type: ignore[no-untyped-def]
+def finetune(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> dict:
     import numpy as np
     import torch
     from tokenizers import Tokenizer
@@ -79,21 +79,27 @@ def finetune(args: argparse.Namespace, run: Path, log) -> dict:  # type: ignore[
     from training.encoder.convert import read_e5_file
     from training.encoder.finetune import encode_rows, train, training_rows
     from training.encoder.model import Encoder, SentimentClassifier
+    from training.encoder.tokenizer import special_ids
 
     torch.set_num_threads(1)
     config = FinetuneConfig(**{**asdict(SENTIMENT), "max_minutes": args.max_minutes})
     tokenizer = Tokenizer.from_file(str(run / "tokenizer.json"))
-    bos, eos, pad_id = (tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>"))
+    bos, eos, pad_id = special_ids(tokenizer)
     rows, mix = training_rows(args.data, other_rows=OTHER_ROWS, seed=config.seed)
     dev_rows = mix.pop("dev")["review_chnsenticorp"]
-    encode = {"bos": bos, "eos": eos, "max_tokens": config.max_tokens, "head_fraction": config.head_fraction}
+
+    def encode(selected: list[dict]) -> list[tuple[list[int], int]]:
+        return encode_rows(
+            tokenizer, selected, bos=bos, eos=eos, max_tokens=config.max_tokens, head_fraction=config.head_fraction
+        )
+
     keep = np.load(run / "kept_ids.npy").tolist()
     model = SentimentClassifier(Encoder.from_e5(read_e5_file(args.e5_file), rows=keep))
     started = time.time()
     history = train(
         model,
-        encode_rows(tokenizer, rows, **encode),
-        encode_rows(tokenizer, dev_rows, **encode),
+        encode(rows),
+        encode(dev_rows),
         config,
         pad_id=pad_id,
         out=run,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -24,6 +25,20 @@ from training.encoder.convert import Pieces
 METASPACE = "▁"
 SPECIAL_SCORE = -1e4
 MASK_PIECE = "<mask>"
+
+
+class SpecialIds(NamedTuple):
+    bos: int
+    eos: int
+    pad: int
+
+
+def special_ids(tokenizer: Tokenizer) -> SpecialIds:
+    """The ids of ``<s>``, ``</s>`` and ``<pad>`` (every e5 tokenizer this recipe builds has them)."""
+    ids = [tokenizer.token_to_id(piece) for piece in ("<s>", "</s>", "<pad>")]
+    if None in ids:
+        raise ValueError("the tokenizer lacks one of <s>, </s>, <pad>")
+    return SpecialIds(*(int(i) for i in ids if i is not None))
 
 
 def _character_class(code_points: Iterable[int]) -> str:

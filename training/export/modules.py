@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -31,8 +32,9 @@ def bert_config(encoder_config: Mapping[str, object], *, num_labels: int) -> Ber
         "layer_norm_eps",
         "pad_token_id",
     )
-    settings = {key: encoder_config[key] for key in keys if key in encoder_config}
-    return BertConfig(
+    settings: dict[str, Any] = {key: encoder_config[key] for key in keys if key in encoder_config}
+    # num_labels and attn_implementation are PreTrainedConfig keywords the dataclass-style stub does not list
+    return BertConfig(  # type: ignore[call-arg]
         **settings,
         num_labels=num_labels,
         hidden_dropout_prob=0.0,
@@ -56,6 +58,7 @@ class TokenClassifierWithCrf(nn.Module):
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
+        assert config.num_labels is not None  # set by bert_config
         self.encoder = BertModel(config, add_pooling_layer=False)
         self.linear = nn.Linear(config.hidden_size, config.num_labels)
         self.crf = CrfParameters(config.num_labels)
@@ -74,6 +77,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
+        assert config.num_labels is not None  # set by bert_config
         self.encoder = BertModel(config, add_pooling_layer=True)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
@@ -86,9 +90,19 @@ class SequenceClassifier(nn.Module):
         return self.classifier(pooled)
 
 
-def build_module(task: Task, encoder_config: Mapping[str, object], num_labels: int) -> nn.Module:
+@overload
+def build_module(
+    task: Literal["ner"], encoder_config: Mapping[str, object], num_labels: int
+) -> TokenClassifierWithCrf: ...
+@overload
+def build_module(
+    task: Literal["sentiment"], encoder_config: Mapping[str, object], num_labels: int
+) -> SequenceClassifier: ...
+def build_module(
+    task: Task, encoder_config: Mapping[str, object], num_labels: int
+) -> TokenClassifierWithCrf | SequenceClassifier:
     config = bert_config(encoder_config, num_labels=num_labels)
-    module: nn.Module = TokenClassifierWithCrf(config) if task == "ner" else SequenceClassifier(config)
+    module = TokenClassifierWithCrf(config) if task == "ner" else SequenceClassifier(config)
     return module.eval()
 
 
@@ -154,7 +168,7 @@ def load_checkpoint(module: nn.Module, task: Task, state_dict: Mapping[str, torc
     return LoadReport(loaded=len(mapped), ignored=sorted(ignored))
 
 
-def load_source_module(source: SourceModel) -> tuple[nn.Module, LoadReport]:
+def load_source_module(source: SourceModel) -> tuple[TokenClassifierWithCrf | SequenceClassifier, LoadReport]:
     """Build the torch module for ``source`` and load its ``pytorch_model.bin``."""
     module = build_module(source.task, source.encoder_config, len(source.labels))
     try:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from training.export.layouts import Task
+
+if TYPE_CHECKING:
+    from training.export.modules import SequenceClassifier, TokenClassifierWithCrf
 
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUT = {"ner": "emissions", "sentiment": "logits"}
 OPSET = 17
 
 
-def export_onnx(module: nn.Module, task: Task, path: str | Path, *, opset: int = OPSET) -> Path:
+def export_onnx(
+    module: TokenClassifierWithCrf | SequenceClassifier, task: Task, path: str | Path, *, opset: int = OPSET
+) -> Path:
     """Trace ``module`` to ``path`` with dynamic batch and sequence axes.
 
     NER exports the emissions [B, T, K] only: ModelScope's own exporter traces its Python Viterbi loop
@@ -29,7 +34,7 @@ def export_onnx(module: nn.Module, task: Task, path: str | Path, *, opset: int =
         torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long),
         torch.zeros(2, 5, dtype=torch.long),
     )
-    vocab_size = module.encoder.config.vocab_size  # type: ignore[union-attr]
+    vocab_size = module.encoder.config.vocab_size
     dummy = (dummy[0].clamp(max=vocab_size - 1), dummy[1], dummy[2])
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in ONNX_INPUTS}
     dynamic_axes[output] = {0: "batch", 1: "sequence"} if task == "ner" else {0: "batch"}

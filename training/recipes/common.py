@@ -5,16 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from deployments.runtime.tokenizer import BertChineseTokenizer
 from training import data as D
-from training.config import RunConfig, Settings
+from training.config import RunConfig, Settings, Task
 from training.vocab import build_vocab
+
+if TYPE_CHECKING:
+    from training.ner_model import NerConfig, NerNet
+    from training.sentiment_model import SentimentConfig, SentimentNet
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,13 @@ def build_shared_vocab(data_dir: str, seed: int) -> list[str]:
     return build_vocab(texts, lowercase=True, min_char_count=2, wordpiece_size=2000)
 
 
-def init_char_embedding(net: nn.Module, vocab_tokens: list[str], how: str) -> str:
+def init_char_embedding(net: NerNet | SentimentNet, vocab_tokens: list[str], how: str) -> str:
     """Initialise the character table (``how``: ``lac`` or ``random``); returns a note for the card."""
     if how == "random":
         return "random"
     from training.pretrained import lac_char_embeddings
 
-    table = net.encoder.embedding.char.weight  # type: ignore[union-attr]
+    table = net.encoder.embedding.char.weight
     if table.shape[1] != 128:
         raise ValueError(f"LAC embeddings are 128-d; char_dim is {table.shape[1]}")
     matrix, found = lac_char_embeddings(vocab_tokens, target_std=float(table.detach().std()))
@@ -65,7 +68,7 @@ def truncate_to_tokens(tokenizer: BertChineseTokenizer, text: str, max_tokens: i
     return text[: offsets[max_tokens - 1][1]]
 
 
-def describe_embedding_and_encoder(config) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def describe_embedding_and_encoder(config: NerConfig | SentimentConfig) -> tuple[str, str]:
     """The n-gram embedding and the CNN encoder of a ``NerConfig`` or ``SentimentConfig``, in words."""
     ngrams = (
         f"char {config.char_dim}d + hashed left/right bigrams ({config.bigram_buckets} buckets, {config.bigram_dim}d)"
@@ -80,7 +83,7 @@ def describe_embedding_and_encoder(config) -> tuple[str, str]:  # type: ignore[n
 
 
 def trained_provenance(
-    run: RecipeRun, task: str, command: str, corpora: D.NerCorpora | D.SentimentCorpora, train_rows: int
+    run: RecipeRun, task: Task, command: str, corpora: D.NerCorpora | D.SentimentCorpora, train_rows: int
 ) -> dict[str, Any]:
     """The manifest's provenance, as both recipes record it: how the model was made, from what
     data, with which recipe config."""

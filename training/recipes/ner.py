@@ -84,7 +84,7 @@ def describe_architecture(config: NerConfig) -> str:
     return f"{ngrams} → {encoder} → linear emissions; BIOES CRF (crf.npz)"
 
 
-def ner_torch_dev_f1(net: NerNet, crf: CRF, examples, tokenizer, labels) -> float:  # type: ignore[no-untyped-def]
+def ner_torch_dev_f1(net: NerNet, crf: CRF, examples, tokenizer, labels) -> float:
     """Token-span micro F1 of the torch model on pre-tokenised dev examples (used to pick the epoch)."""
     net.eval()
     gold, predicted = [], []
@@ -101,12 +101,12 @@ def ner_torch_dev_f1(net: NerNet, crf: CRF, examples, tokenizer, labels) -> floa
     return entity_scores(gold, predicted)["micro"].f1
 
 
-def ner_onnx_predict(sess, tokenizer, crf: CRF, labels, texts: Sequence[str], max_length: int) -> list[list[Span]]:  # type: ignore[no-untyped-def]
+def ner_onnx_predict(sess, tokenizer, crf: CRF, labels, texts: Sequence[str], max_length: int) -> list[list[Span]]:
     """Character spans predicted by an ONNX emissions model + the torch CRF (self-training's pseudo-labels)."""
     texts = [truncate_to_tokens(tokenizer, t, max_length - 2) for t in texts]
     outputs = run_texts(sess, tokenizer, texts, max_length=max_length)
     token_offsets = [offsets for _, offsets in tokenizer.tokenize(texts)]
-    results = []
+    results: list[list[Span]] = []
     for emissions, offsets in zip(outputs, token_offsets, strict=True):
         n = len(offsets)
         if n == 0:
@@ -434,7 +434,7 @@ def train_ner(run: RecipeRun) -> NerReport:
     out.mkdir(parents=True, exist_ok=True)
     data, train_examples, prep = _prepare(run, recipe, out)
 
-    def fit_stage(stage: str, examples: list[D.Example], **options) -> NerFit:  # type: ignore[no-untyped-def]
+    def fit_stage(stage: str, examples: list[D.Example], **options) -> NerFit:
         """One :func:`fit_ner` on these corpora, within what is left of the --max-minutes budget."""
         stage_started = time.time()
         minutes = settings.max_minutes
