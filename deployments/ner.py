@@ -18,8 +18,8 @@ from deployments.server import ModelServerBase
 class NerServer(ModelServerBase[tuple[np.ndarray, np.ndarray]]):
     """Tags of each row of token ids; the calls of all callers are batched together."""
 
-    def __init__(self, model_dir: str, *, intra_op_threads: int = 1) -> None:
-        self.model = NerModel.from_model_dir(model_dir, intra_op_threads=intra_op_threads)
+    def __init__(self, model_dir: str, *, intra_op_threads: int = 1, row_threads: int = 1) -> None:
+        self.model = NerModel.from_model_dir(model_dir, intra_op_threads=intra_op_threads, row_threads=row_threads)
         super().__init__(self.model.manifest, MemoryGuard(), health_probe="马云在杭州。")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)

@@ -14,8 +14,10 @@ from deployments.server import ModelServerBase
 class SentimentServer(ModelServerBase[np.ndarray]):
     """Class probabilities of each row of token ids; the calls of all callers are batched together."""
 
-    def __init__(self, model_dir: str, *, intra_op_threads: int = 1) -> None:
-        self.model = SentimentModel.from_model_dir(model_dir, intra_op_threads=intra_op_threads)
+    def __init__(self, model_dir: str, *, intra_op_threads: int = 1, row_threads: int = 1) -> None:
+        self.model = SentimentModel.from_model_dir(
+            model_dir, intra_op_threads=intra_op_threads, row_threads=row_threads
+        )
         super().__init__(self.model.manifest, MemoryGuard(), health_probe="服务很好。")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)

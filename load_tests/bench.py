@@ -611,10 +611,10 @@ LEVERS: list[tuple[str, list[str], dict[str, str]]] = [
     ("ingress fixed at 1 replica", ["Ingress.autoscaling_config.max_replicas=1"], {}),
     ("model batches wait 5 ms to fill", ["NER.user_config.batch_wait_timeout_s=0.005",
                                          "Sentiment.user_config.batch_wait_timeout_s=0.005"], {}),
-    ("models: 1 replica × 2 threads each", ["args.intra_op_threads=2", "NER.autoscaling_config.max_replicas=1",
-                                            "Sentiment.autoscaling_config.max_replicas=1"], {}),
-    ("model replicas fixed at 1 each", ["NER.autoscaling_config.max_replicas=1",
-                                        "Sentiment.autoscaling_config.max_replicas=1"], {}),
+    ("models: 1 replica × 2 threads each", ["args.intra_op_threads=2"], {}),
+    ("rows of a dynamic-INT8 batch one at a time", ["args.row_threads=1"], {}),
+    ("models autoscale to 2 replicas each", ["NER.autoscaling_config.max_replicas=2",
+                                             "Sentiment.autoscaling_config.max_replicas=2"], {}),
 ]  # fmt: skip
 
 

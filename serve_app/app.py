@@ -20,8 +20,10 @@ from serve_app.ingress import Ingress
 # overrides any of them per deployment.
 MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "max_ongoing_requests": 64,  # must be ≥ max_batch_size or batches never fill
-    "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
-    "ray_actor_options": {"num_cpus": 0.4, "memory": 1 << 30},  # 2 × 0.2 + 2 × 2 × 0.4 = 2.0 fits 2 cores
+    # One replica of each model: on one 2-core machine a second one only competes for the cores
+    # (serve_config.yaml says more); raise max_replicas where there are cores to spare.
+    "autoscaling_config": {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 1},
+    "ray_actor_options": {"num_cpus": 0.4, "memory": 1 << 30},
     "health_check_period_s": 2,
     "health_check_timeout_s": 10,
 }
@@ -30,7 +32,7 @@ MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
 def build_app(args: dict[str, Any]) -> Application:
     """Build the zhserve application from typed arguments (see :class:`AppArgs`)."""
     settings = AppArgs.model_validate(args)
-    threads = settings.intra_op_threads
+    threads = {"intra_op_threads": settings.intra_op_threads, "row_threads": settings.row_threads}
     ner = serve.deployment(name="NER")(NerServer).options(
         **MODEL_DEPLOYMENT_DEFAULTS,
         user_config=settings.ner_config.model_dump(),
@@ -47,7 +49,7 @@ def build_app(args: dict[str, Any]) -> Application:
         user_config=settings.ingress_config.model_dump(),
     )
     return ingress.bind(
-        ner.bind(str(settings.ner_model), intra_op_threads=threads),
-        sentiment.bind(str(settings.sentiment_model), intra_op_threads=threads),
+        ner.bind(str(settings.ner_model), **threads),
+        sentiment.bind(str(settings.sentiment_model), **threads),
         settings,
     )

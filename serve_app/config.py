@@ -78,6 +78,13 @@ class AppArgs(BaseModel):
     intra_op_threads: int = Field(
         default=1, ge=1, le=64, description="ONNX Runtime threads per model replica (match its num_cpus)"
     )
+    row_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Rows of a batch computed at once by a row-by-row (dynamic INT8, e.g. e5) model replica, each "
+        "its own ONNX call on its own thread; models run as padded batches ignore it",
+    )
     ui_dir: Path = Field(default=UI_DIR, description="Static web UI served at /")
     cors_allow_origins: list[str] = Field(
         default_factory=list,

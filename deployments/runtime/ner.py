@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from deployments.runtime.crf import CrfParams, decode_batch
 from deployments.runtime.model_dir import ModelDir
-from deployments.runtime.session import create_session, needs_row_by_row, run_rows
+from deployments.runtime.session import create_session, needs_row_by_row, row_executor, run_rows
 from deployments.runtime.spans import Entity, build_entities
 from deployments.runtime.tokenizer import Tokenizer
 
@@ -28,6 +28,8 @@ class NerModel:
         session: ort.InferenceSession,
         tokenizer: Tokenizer,
         crf: CrfParams | None,
+        *,
+        row_threads: int = 1,
     ) -> None:
         manifest = model_dir.manifest
         if manifest.task != "ner":
@@ -43,14 +45,17 @@ class NerModel:
         self.crf = crf if manifest.decoder == "crf" else None
         self.labels = list(manifest.labels)
         self.row_by_row = needs_row_by_row(manifest.quantization)
+        self.rows_executor = row_executor(row_threads) if self.row_by_row else None
 
     @classmethod
-    def from_model_dir(cls, path: str | Path, *, intra_op_threads: int = 1, verify_checksums: bool = True) -> NerModel:
+    def from_model_dir(
+        cls, path: str | Path, *, intra_op_threads: int = 1, row_threads: int = 1, verify_checksums: bool = True
+    ) -> NerModel:
         model_dir = ModelDir.load(path, verify_checksums=verify_checksums)
         manifest = model_dir.manifest
         crf = CrfParams.load(model_dir.file(manifest.crf)) if manifest.crf else None
         session = create_session(model_dir.file(manifest.onnx.model), intra_op_threads=intra_op_threads)
-        return cls(model_dir, session, Tokenizer.from_model_dir(model_dir), crf)
+        return cls(model_dir, session, Tokenizer.from_model_dir(model_dir), crf, row_threads=row_threads)
 
     @property
     def max_seq_length(self) -> int:
@@ -66,7 +71,7 @@ class NerModel:
             (emissions,) = self.session.run([output], batch.feeds(inputs))
             return np.asarray(emissions)
         feeds = [self.tokenizer.pad([row], max_length=self.max_seq_length).feeds(inputs) for row in rows]
-        return run_rows(self.session, output, feeds)
+        return run_rows(self.session, output, feeds, self.rows_executor)
 
     def tag(self, rows: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per row of token ids: the decoded tag ids [n] and each tag's confidence [n] (its CRF

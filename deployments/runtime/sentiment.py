@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from deployments.runtime.model_dir import ModelDir
-from deployments.runtime.session import create_session, needs_row_by_row, run_rows
+from deployments.runtime.session import create_session, needs_row_by_row, row_executor, run_rows
 from deployments.runtime.tokenizer import Tokenizer
 
 
@@ -27,7 +27,9 @@ class SentimentResult:
 class SentimentModel:
     """Batch-first binary sentiment classifier over one model directory."""
 
-    def __init__(self, model_dir: ModelDir, session: ort.InferenceSession, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self, model_dir: ModelDir, session: ort.InferenceSession, tokenizer: Tokenizer, *, row_threads: int = 1
+    ) -> None:
         if model_dir.manifest.task != "sentiment":
             raise ValueError(f"{model_dir.path} holds a {model_dir.manifest.task!r} model, not 'sentiment'")
         self.model_dir = model_dir
@@ -36,14 +38,15 @@ class SentimentModel:
         self.tokenizer = tokenizer
         self.labels = list(self.manifest.labels)
         self.row_by_row = needs_row_by_row(self.manifest.quantization)
+        self.rows_executor = row_executor(row_threads) if self.row_by_row else None
 
     @classmethod
     def from_model_dir(
-        cls, path: str | Path, *, intra_op_threads: int = 1, verify_checksums: bool = True
+        cls, path: str | Path, *, intra_op_threads: int = 1, row_threads: int = 1, verify_checksums: bool = True
     ) -> SentimentModel:
         model_dir = ModelDir.load(path, verify_checksums=verify_checksums)
         session = create_session(model_dir.file(model_dir.manifest.onnx.model), intra_op_threads=intra_op_threads)
-        return cls(model_dir, session, Tokenizer.from_model_dir(model_dir))
+        return cls(model_dir, session, Tokenizer.from_model_dir(model_dir), row_threads=row_threads)
 
     @property
     def max_seq_length(self) -> int:
@@ -57,7 +60,7 @@ class SentimentModel:
             return np.empty((0, len(self.labels)))
         if self.row_by_row:
             feeds = [self.tokenizer.pad([row], max_length=self.max_seq_length).feeds(inputs) for row in rows]
-            logits = np.concatenate(run_rows(self.session, output, feeds), axis=0)
+            logits = np.concatenate(run_rows(self.session, output, feeds, self.rows_executor), axis=0)
         else:
             batch = self.tokenizer.pad(rows, max_length=self.max_seq_length)
             (logits,) = self.session.run([output], batch.feeds(inputs))

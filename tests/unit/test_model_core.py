@@ -98,3 +98,34 @@ def test_ner_over_a_tokenizers_json_directory(tmp_path: Path) -> None:
     assert batch.input_ids.tolist() == [
         [0, model.tokenizer.encode(["马"])[0].ids[0], model.tokenizer.encode(["云"])[0].ids[0], 2]
     ]
+
+
+def test_rows_of_a_dynamic_int8_model_run_at_once_on_row_threads_with_the_same_answers() -> None:
+    """``row_threads`` runs the rows of a row-by-row model's batch concurrently; every row is still
+    its own call, so the answers are those of one thread, row for row and in order."""
+    import threading
+
+    import numpy as np
+
+    from tests.conftest import embedded_sentiment
+
+    texts = ["这家酒店的服务很贴心。", "手机电池不耐用，非常失望。", "快递很快。", "房间太小了，隔音很差。"] * 3
+    alone = SentimentModel.from_model_dir(embedded_sentiment(), row_threads=1)
+    assert alone.row_by_row and alone.rows_executor is None
+    pooled = SentimentModel.from_model_dir(embedded_sentiment(), row_threads=2)
+    assert pooled.rows_executor is not None
+    callers: set[str] = set()
+    run = pooled.session.run
+
+    def recording_run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        callers.add(threading.current_thread().name)
+        return run(*args, **kwargs)
+
+    pooled.session = type("Recording", (), {"run": staticmethod(recording_run)})()  # type: ignore[assignment]
+    np.testing.assert_array_equal(pooled.probabilities(texts), alone.probabilities(texts))
+    assert callers and all(name.startswith("onnx-rows") for name in callers)
+
+
+def test_row_threads_leave_batched_models_alone(tmp_path: Path) -> None:
+    model = SentimentModel.from_model_dir(build_tiny_sentiment(tmp_path / "s", "好棒", "差烂"), row_threads=4)
+    assert not model.row_by_row and model.rows_executor is None
