@@ -452,6 +452,11 @@ def main() -> None:
         default="models/sentiment-e5",
         help="the sentiment tier every section serves (models/sentiment is the fast CNN tier)",
     )
+    parser.add_argument(
+        "--ner-model",
+        default="models/ner",
+        help="the NER tier every section serves (models/ner-e5 is the e5 tier)",
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("error: wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
@@ -461,14 +466,14 @@ def main() -> None:
     work = Path(options.work or tempfile.mkdtemp(prefix="zhserve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     lua = scripts(work)
-    ner_dir, sentiment_dir = REPO_ROOT / "models" / "ner", (REPO_ROOT / options.sentiment_model).resolve()
-    tier = {"sentiment_model": str(sentiment_dir)}
+    ner_dir, sentiment_dir = (REPO_ROOT / options.ner_model).resolve(), (REPO_ROOT / options.sentiment_model).resolve()
+    tier = {"ner_model": str(ner_dir), "sentiment_model": str(sentiment_dir)}
     report = Report()
     idle = idle_share()
     started = dt.datetime.now(dt.UTC)
     print(
         f"zhserve benchmark on {machine()}, commit {commit()}; CPU idle before the run: {idle:.0%}; "
-        f"sentiment tier {sentiment_dir.name}",
+        f"tiers {ner_dir.name} + {sentiment_dir.name}",
         flush=True,
     )
     if idle < 0.9:
@@ -496,7 +501,10 @@ def main() -> None:
         for variant, gunicorn in (("flask", False), ("gunicorn", True)):
             print(f"\n[seed] {variant}", flush=True)
             service = start_seed(
-                f"seed-{variant}", work, gunicorn=gunicorn, extra={"SEED_SENTIMENT_MODEL": tier["sentiment_model"]}
+                f"seed-{variant}",
+                work,
+                gunicorn=gunicorn,
+                extra={"SEED_NER_MODEL": tier["ner_model"], "SEED_SENTIMENT_MODEL": tier["sentiment_model"]},
             )
             try:
                 warm_up(service.url + "/analyze", lua["text"])
@@ -576,7 +584,7 @@ def main() -> None:
         report.table("Memory, start and stop (embedded models, `make run`'s configuration)", ["what", "measured"],
                      memory_rows)  # fmt: skip
 
-    write_markdown(Path(options.out), report, started, idle, sentiment_dir.name)
+    write_markdown(Path(options.out), report, started, idle, f"`models/{ner_dir.name}` + `models/{sentiment_dir.name}`")
     print(f"\nwrote {options.out}", flush=True)
 
 
@@ -703,12 +711,12 @@ def base_size(report: Report, work: Path, lua: dict[str, Path], seconds: float, 
     )  # fmt: skip
 
 
-def write_markdown(path: Path, report: Report, started: dt.datetime, idle: float, tier: str) -> None:
+def write_markdown(path: Path, report: Report, started: dt.datetime, idle: float, tiers: str) -> None:
     header = [
         "# Benchmarks",
         "",
         f"Written by `make bench` (`load_tests/bench.py`) on {started:%Y-%m-%d %H:%M} UTC; machine: {machine()}; "
-        f"commit {commit()}; sentiment tier `models/{tier}`. CPU idle before the run: {idle:.0%}. "
+        f"commit {commit()}; models {tiers}. CPU idle before the run: {idle:.0%}. "
         "Every figure below was measured in this one run; "
         "ratios compare figures measured side by side. Figures move with the machine: compare ratios, not "
         "absolute numbers, across machines.",
