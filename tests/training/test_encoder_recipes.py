@@ -19,7 +19,7 @@ from training.encoder.convert import E5Config, Pieces  # noqa: E402
 from training.encoder.finetune import encode_rows, train  # noqa: E402
 from training.encoder.fit import FinetuneConfig, decayed, pass_batches  # noqa: E402
 from training.encoder.model import Encoder, SentimentClassifier, unpruned_embeddings  # noqa: E402
-from training.encoder.tokenizer import build_tokenizer, pieces_used, pruned_ids  # noqa: E402
+from training.encoder.tokenizer import build_tokenizer, pieces_used, pruned_ids, tokenizer_spec  # noqa: E402
 
 TINY = E5Config(hidden=32, layers=2, heads=4, ffn=64, vocab_rows=40, max_positions=160, type_vocab=2, eps=1e-12)
 CHARS = list("马云在杭州阿里巴巴会见李明教授北京大学好很差酒店㈱株()")
@@ -125,7 +125,7 @@ def test_fine_tuning_on_the_pruned_vocabulary_is_the_full_vocabulary_fine_tune_o
 
 
 def test_ner_model_directory_is_served_by_the_runtime(tmp_path) -> None:
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
+    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
     from training.encoder.export import export_onnx
 
     pieces = build_tokenizer(char_vocab())
@@ -163,7 +163,7 @@ def test_ner_model_directory_is_served_by_the_runtime(tmp_path) -> None:
             decoder="crf",
             crf="crf.npz",
             max_seq_length=N.MAX_SEQ_LENGTH,
-            tokenizer=TokenizerSpec(type="tokenizers-json", **N.SPECIALS),
+            tokenizer=tokenizer_spec(),
             onnx=OnnxSpec(output="emissions"),
         ),
     )

@@ -12,6 +12,7 @@ Every step runs torch and ONNX Runtime on one thread (``ner-finetune --threads N
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -80,18 +81,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    import numpy as np
     import torch
-    from tokenizers import Tokenizer
 
-    from training.encoder.convert import read_e5_file
-    from training.encoder.finetune import FinetuneConfig, encode_rows, train, training_rows
-    from training.encoder.model import Encoder, SentimentClassifier
-    from training.encoder.tokenizer import special_ids
+    from training.encoder.finetune import FinetuneConfig, finetune_sentiment
 
     torch.set_num_threads(1)
     out = Path(args.out)
-    log = _log(out / "finetune.log")
     config = FinetuneConfig(
         max_tokens=args.max_tokens,
         batch_size=args.batch_size,
@@ -100,24 +95,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         eval_every=args.eval_every,
         max_minutes=args.max_minutes,
     )
-    keep = np.load(out / "kept_ids.npy").tolist()
-    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
-    bos, eos, pad_id = special_ids(tokenizer)
-    rows, mix = training_rows(args.data, other_rows=args.other_rows, seed=config.seed)
-    dev_rows = mix.pop("dev")["review_chnsenticorp"][: args.dev_limit or None]
-
-    def encode(selected: list[dict]) -> list[tuple[list[int], int]]:
-        return encode_rows(
-            tokenizer, selected, bos=bos, eos=eos, max_tokens=config.max_tokens, head_fraction=config.head_fraction
-        )
-
-    examples = encode(rows)
-    dev = encode(dev_rows)
-    log(f"{len(examples)} training rows {mix}, {len(dev)} dev rows, vocabulary {len(keep)}")
-    model = SentimentClassifier(Encoder.from_e5(read_e5_file(args.e5_file), rows=keep))
-    history = train(model, examples, dev, config, pad_id=pad_id, out=out, log=log)
-    history["mix"] = mix
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    finetune_sentiment(
+        args.data,
+        out,
+        config,
+        other_rows=args.other_rows,
+        e5_file=args.e5_file,
+        dev_limit=args.dev_limit,
+        log=_log(out / "finetune.log"),
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -176,27 +162,30 @@ def cmd_unprune(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=2))
 
 
+NER_RECIPE_FLAGS: tuple[tuple[str, str, type], ...] = (
+    ("--batch-size", "batch_size", int),
+    ("--lr", "learning_rate", float),
+    ("--head-lr", "head_learning_rate", float),
+    ("--budget-rows", "budget_rows", int),
+    ("--eval-every", "eval_every", int),
+    ("--max-minutes", "max_minutes", float),
+)
+"""The ``ner-finetune`` flags that override a field of ``training.encoder.ner.RECIPE``: flag, field, type."""
+
+
 def cmd_ner_finetune(args: argparse.Namespace) -> None:
-    from training.encoder.fit import FinetuneConfig
-    from training.encoder.ner import finetune
+    from training.encoder import ner
 
     out = Path(args.out)
     (out / "ner").mkdir(parents=True, exist_ok=True)
-    config = FinetuneConfig(
-        max_tokens=128,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        head_learning_rate=args.head_lr,
-        budget_rows=args.budget_rows,
-        eval_every=args.eval_every,
-        max_minutes=args.max_minutes,
-    )
-    finetune(
+    overrides = {field: getattr(args, field) for _, field, _ in NER_RECIPE_FLAGS if field in args}
+    config = dataclasses.replace(ner.RECIPE, **overrides)
+    ner.finetune(
         args.data,
         out,
         config,
-        msra_rows=args.msra_rows,
-        dev_rows=args.dev_rows,
+        msra_rows=getattr(args, "msra_rows", ner.MSRA_ROWS),
+        dev_rows=getattr(args, "dev_rows", ner.DEV_ROWS),
         e5_file=args.e5_file,
         threads=args.threads,
         log=_log(out / "ner" / "finetune.log"),
@@ -274,15 +263,13 @@ def main(argv: list[str] | None = None) -> None:
     for p in (ner_finetune, ner_export):
         p.add_argument("--data", default="../shared/data")
         p.add_argument("--out", required=True)
-    # Defaults: the shipped recipe (training.encoder.ner.RECIPE).
-    ner_finetune.add_argument("--batch-size", type=int, default=16)
-    ner_finetune.add_argument("--lr", type=float, default=1e-4)
-    ner_finetune.add_argument("--head-lr", type=float, default=5e-3)
-    ner_finetune.add_argument("--budget-rows", type=int, default=100_000)
-    ner_finetune.add_argument("--eval-every", type=int, default=10_000)
-    ner_finetune.add_argument("--max-minutes", type=float, default=600.0)
-    ner_finetune.add_argument("--msra-rows", type=int, default=0, help="MSRA rows drawn (0 = all)")
-    ner_finetune.add_argument("--dev-rows", type=int, default=400, help="dev rows per split scored at each evaluation")
+    # Unset flags take the shipped recipe's values (training.encoder.ner.RECIPE, MSRA_ROWS, DEV_ROWS).
+    for flag, field, kind in NER_RECIPE_FLAGS:
+        ner_finetune.add_argument(flag, dest=field, type=kind, default=argparse.SUPPRESS, help="default: the recipe's")
+    ner_finetune.add_argument("--msra-rows", type=int, default=argparse.SUPPRESS, help="MSRA rows drawn (0 = all)")
+    ner_finetune.add_argument(
+        "--dev-rows", type=int, default=argparse.SUPPRESS, help="dev rows per split scored at each evaluation"
+    )
     ner_finetune.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ner_export.add_argument("--model-dir", required=True)
     ensemble = sub.add_parser("ensemble", help="e5 + in-graph n-gram branch → the shipped sentiment model directory")

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -167,8 +166,9 @@ def architecture(report: dict) -> str:
 
 
 def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> None:
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
+    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
     from training.encoder.export import staged_model_dir
+    from training.encoder.tokenizer import tokenizer_spec
 
     manifest = Manifest(
         name="zhserve-sentiment-e5",
@@ -177,9 +177,7 @@ def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> 
         architecture=architecture(report),
         labels=list(LABELS),
         max_seq_length=MAX_SEQ_LENGTH,
-        tokenizer=TokenizerSpec(
-            type="tokenizers-json", file="tokenizer.json", cls_token="<s>", sep_token="</s>", pad_token="<pad>"
-        ),
+        tokenizer=tokenizer_spec(),
         onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="logits"),
         quantization="int8-dynamic",
         provenance={
@@ -203,7 +201,7 @@ def score(
     """Accuracy of each model directory through ``deployments.runtime`` on every dev split (texts cut to one
     window, as ``zhserve-eval`` does), beside the char TF-IDF + LR reference on the same rows; latency per
     sentence (one thread, one text per call) and the resident memory of a process serving it."""
-    from training.encoder.export import tfidf_probabilities
+    from training.encoder.export import tfidf_probabilities, timed_ms
     from training.evaluate import CorePredictor, evaluate
 
     corpora = D.load_sentiment_corpora(data_dir)
@@ -222,23 +220,21 @@ def score(
             result["accuracy"][split][name] = round(report["scores"]["accuracy"], 4)
             log(f"{name} {split}: {result['accuracy'][split][name]} ({report['seconds']} s)")
         texts = [r["text"] for r in corpora.dev["review_chnsenticorp"][:300]]
-        model = predictor.model
-        times = []
+        calls = []  # one text per call, cut to the model's window
         for text in texts:
-            clipped = predictor.tokenizer.tokenize([text])[0][1]
-            if len(clipped) > predictor.max_tokens:
-                text = text[: clipped[predictor.max_tokens - 1][1]]
-            begin = time.perf_counter()
-            model.predict([text])
-            times.append((time.perf_counter() - begin) * 1000)
-        times.sort()
-        result["latency_ms_1_thread"][name] = {
-            "median": round(statistics.median(times), 2),
-            "p95": round(times[int(0.95 * (len(times) - 1))], 2),
-        }
+            offsets = predictor.tokenizer.tokenize([text])[0][1]
+            if len(offsets) > predictor.max_tokens:
+                text = text[: offsets[predictor.max_tokens - 1][1]]
+            calls.append([text])
+        result["latency_ms_1_thread"][name] = timed_ms(predictor.model.predict, calls)
         result["rss_mb"][name] = serving_rss_mb(path, [text[:300] for text in texts[:64]])
-        result["size_mb"][name] = round(sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6, 1)
+        result["size_mb"][name] = dir_size_mb(path)
     return result
+
+
+def dir_size_mb(path: Path) -> float:
+    """The size of a model directory's files, MB."""
+    return round(sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6, 1)
 
 
 def serving_rss_mb(model_dir: Path, texts: Sequence[str], *, task: str = "sentiment") -> float:

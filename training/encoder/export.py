@@ -13,8 +13,9 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -27,11 +28,12 @@ from training import data as D
 from training.encoder.convert import read_e5_file
 from training.encoder.finetune import LABELS, encode_rows, pad, predict_logits
 from training.encoder.model import Encoder, SentimentClassifier
-from training.encoder.tokenizer import special_ids
+from training.encoder.tokenizer import special_ids, tokenizer_spec
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "logits"
 SERVED_MAX_SEQ_LENGTH = 512  # e5's position table
+T = TypeVar("T")
 
 
 def export_onnx(model: torch.nn.Module, path: Path, *, pad_id: int, output_name: str = OUTPUT_NAME) -> None:
@@ -83,17 +85,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def latency_ms(sess: ort.InferenceSession, examples: Sequence[tuple[list[int], int]]) -> dict[str, float]:
+def timed_ms(call: Callable[[T], object], inputs: Iterable[T]) -> dict[str, float]:
+    """Median and 95th percentile (ms) of ``call(x)``, timed once per input, one after another."""
     times = []
-    for ids, _ in examples:
-        feeds = {"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+    for item in inputs:
         started = time.perf_counter()
-        sess.run([OUTPUT_NAME], feeds)
+        call(item)
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
+    return {"median": round(statistics.median(times), 2), "p95": round(times[int(0.95 * (len(times) - 1))], 2)}
+
+
+def latency_ms(sess: ort.InferenceSession, examples: Sequence[tuple[list[int], int]]) -> dict[str, float]:
+    feeds = [
+        {"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+        for ids, _ in examples
+    ]
     return {
-        "median": round(statistics.median(times), 2),
-        "p95": round(times[int(0.95 * (len(times) - 1))], 2),
+        **timed_ms(lambda feed: sess.run([OUTPUT_NAME], feed), feeds),
         "mean_tokens": round(float(np.mean([len(ids) for ids, _ in examples])), 1),
     }
 
@@ -205,7 +214,7 @@ def staged_model_dir(model_dir: Path) -> Iterator[Path]:
 
 def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> str:
     """A model directory the runtime loads: INT8 ONNX, tokenizer.json, manifest (staged, then renamed)."""
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
+    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
 
     review = report["accuracy"]["review_chnsenticorp"]
     manifest = Manifest(
@@ -216,9 +225,7 @@ def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> 
         "vocabulary pruned to the pieces of the training text; mean pool → linear; INT8 dynamic (MatMul + Gather)",
         labels=list(LABELS),
         max_seq_length=SERVED_MAX_SEQ_LENGTH,
-        tokenizer=TokenizerSpec(
-            type="tokenizers-json", file="tokenizer.json", cls_token="<s>", sep_token="</s>", pad_token="<pad>"
-        ),
+        tokenizer=tokenizer_spec(),
         onnx=OnnxSpec(model="model.onnx", inputs=INPUT_NAMES, output=OUTPUT_NAME),
         quantization="int8-dynamic",
         provenance={

@@ -15,7 +15,9 @@ One thread (``torch.set_num_threads(1)``): the machines are shared. The recipe:
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,7 +29,16 @@ from training import data as D
 from training.encoder.fit import FinetuneConfig, fit, parameter_groups
 from training.encoder.model import SentimentClassifier
 
-__all__ = ["FinetuneConfig", "encode_rows", "pad", "predict_logits", "train", "training_rows", "truncate"]
+__all__ = [
+    "FinetuneConfig",
+    "encode_rows",
+    "finetune_sentiment",
+    "pad",
+    "predict_logits",
+    "train",
+    "training_rows",
+    "truncate",
+]
 
 LABELS = D.SENTIMENT_LABELS  # ("negative", "positive"): logit order
 LABEL_INDEX = {name: i for i, name in enumerate(LABELS)}
@@ -133,3 +144,42 @@ def train(
         out=out,
         log=log,
     )
+
+
+def finetune_sentiment(
+    data_dir: str,
+    out: Path,
+    config: FinetuneConfig,
+    *,
+    other_rows: int,
+    e5_file: str | None,
+    dev_limit: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The sentiment fine-tune in a run directory that holds the pruned vocabulary (``kept_ids.npy``,
+    ``tokenizer.json``): :func:`training_rows` → examples → :func:`train`, resumable. Writes and
+    returns ``out/history.json`` with the row mix and this sitting's minutes; ``dev_limit`` scores
+    only the first N ChnSentiCorp dev rows (smoke runs)."""
+    from training.encoder.convert import read_e5_file
+    from training.encoder.model import Encoder
+    from training.encoder.tokenizer import special_ids
+
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    bos, eos, pad_id = special_ids(tokenizer)
+    rows, mix = training_rows(data_dir, other_rows=other_rows, seed=config.seed)
+    dev_rows = mix.pop("dev")["review_chnsenticorp"][: dev_limit or None]
+    examples, dev = (
+        encode_rows(
+            tokenizer, selected, bos=bos, eos=eos, max_tokens=config.max_tokens, head_fraction=config.head_fraction
+        )
+        for selected in (rows, dev_rows)
+    )
+    keep = np.load(out / "kept_ids.npy").tolist()
+    log(f"{len(examples)} training rows {mix}, {len(dev)} dev rows, vocabulary {len(keep)}")
+    model = SentimentClassifier(Encoder.from_e5(read_e5_file(e5_file), rows=keep))
+    started = time.time()
+    history = train(model, examples, dev, config, pad_id=pad_id, out=out, log=log)
+    history["mix"] = mix
+    history["sitting_minutes"] = round((time.time() - started) / 60, 1)
+    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return history

@@ -31,12 +31,11 @@ from deployments.runtime.tokenizer import Tokenizer
 from training import data as D
 from training.encoder.fit import FinetuneConfig, fit, parameter_groups
 from training.encoder.model import Encoder
-from training.encoder.tokenizer import special_ids
+from training.encoder.tokenizer import BOS_PIECE, EOS_PIECE, PAD_PIECE, special_ids, tokenizer_spec
 from training.metrics import Span, entity_scores
 from training.ner_model import CRF
 
 LABELS = D.bioes_labels()
-SPECIALS = {"cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>"}
 MAX_SEQ_LENGTH = 128  # training windows and the served maximum (<s> + 126 characters + </s>)
 
 
@@ -51,7 +50,7 @@ def char_tokenizer(pieces_tokenizer: HfTokenizer) -> HfTokenizer:
 
 
 def runtime_tokenizer(tokenizer: HfTokenizer) -> Tokenizer:
-    return Tokenizer(tokenizer, **SPECIALS)
+    return Tokenizer(tokenizer, cls_token=BOS_PIECE, sep_token=EOS_PIECE, pad_token=PAD_PIECE)
 
 
 class NerTagger(nn.Module):
@@ -233,7 +232,7 @@ def export(
 ) -> dict:
     """FP32 ONNX → INT8 (dynamic) + crf.npz → the model directory (``zhserve-ner-e5``); dev F1 of FP32
     and INT8 through the serving runtime, every dev row."""
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, TokenizerSpec, write_manifest
+    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
     from training.encoder.convert import read_e5_file
     from training.encoder.export import export_onnx, quantize, staged_model_dir
 
@@ -264,9 +263,7 @@ def export(
         decoder="crf",
         crf="crf.npz",
         max_seq_length=MAX_SEQ_LENGTH,
-        tokenizer=TokenizerSpec(
-            type="tokenizers-json", file="tokenizer.json", cls_token="<s>", sep_token="</s>", pad_token="<pad>"
-        ),
+        tokenizer=tokenizer_spec(),
         onnx=OnnxSpec(model="model.onnx", inputs=["input_ids", "attention_mask"], output="emissions"),
         quantization="int8-dynamic",
         provenance={
@@ -317,10 +314,9 @@ def dev_f1(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], N
 def score(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], None] = print) -> dict:
     """NER model directories side by side: dev F1 (every row), latency per sentence (one thread, one
     sentence per call, 300 MSRA dev sentences), the peak RSS of a process serving it, directory size."""
-    import statistics
-
     from deployments.runtime.ner import NerModel
-    from training.encoder.ensemble import serving_rss_mb
+    from training.encoder.ensemble import dir_size_mb, serving_rss_mb
+    from training.encoder.export import timed_ms
 
     corpora = D.load_ner_corpora(data_dir)
     result: dict = {"f1": dev_f1(model_dirs, data_dir, log=log), "latency_ms_1_thread": {}, "rss_mb": {}}
@@ -328,18 +324,11 @@ def score(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], No
     sentences = [r["text"] for r in corpora.dev["news_msra"] if 0 < len(r["text"]) <= 120][:300]
     for name, path in model_dirs.items():
         model = NerModel.from_model_dir(path, intra_op_threads=1)
-        times = []
-        for text in sentences:
-            begin = time.perf_counter()
-            model.predict([text])
-            times.append((time.perf_counter() - begin) * 1000)
-        times.sort()
         result["latency_ms_1_thread"][name] = {
-            "median": round(statistics.median(times), 2),
-            "p95": round(times[int(0.95 * (len(times) - 1))], 2),
+            **timed_ms(model.predict, [[text] for text in sentences]),
             "mean_chars": round(sum(map(len, sentences)) / len(sentences), 1),
         }
         result["rss_mb"][name] = serving_rss_mb(path, sentences[:64], task="ner")
-        result["size_mb"][name] = round(sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6, 1)
+        result["size_mb"][name] = dir_size_mb(path)
         log(f"{name}: latency {result['latency_ms_1_thread'][name]}, RSS {result['rss_mb'][name]} MB")
     return result

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -118,43 +117,13 @@ def ner_steps(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -
 
 
 def finetune(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> dict:
-    import numpy as np
     import torch
-    from tokenizers import Tokenizer
 
-    from training.encoder.convert import read_e5_file
-    from training.encoder.finetune import encode_rows, train, training_rows
-    from training.encoder.model import Encoder, SentimentClassifier
-    from training.encoder.tokenizer import special_ids
+    from training.encoder.finetune import finetune_sentiment
 
     torch.set_num_threads(args.threads)
     config = FinetuneConfig(**{**asdict(SENTIMENT), "max_minutes": args.max_minutes})
-    tokenizer = Tokenizer.from_file(str(run / "tokenizer.json"))
-    bos, eos, pad_id = special_ids(tokenizer)
-    rows, mix = training_rows(args.data, other_rows=OTHER_ROWS, seed=config.seed)
-    dev_rows = mix.pop("dev")["review_chnsenticorp"]
-
-    def encode(selected: list[dict]) -> list[tuple[list[int], int]]:
-        return encode_rows(
-            tokenizer, selected, bos=bos, eos=eos, max_tokens=config.max_tokens, head_fraction=config.head_fraction
-        )
-
-    keep = np.load(run / "kept_ids.npy").tolist()
-    model = SentimentClassifier(Encoder.from_e5(read_e5_file(args.e5_file), rows=keep))
-    started = time.time()
-    history = train(
-        model,
-        encode(rows),
-        encode(dev_rows),
-        config,
-        pad_id=pad_id,
-        out=run,
-        log=log,
-    )
-    history["mix"] = mix
-    history["sitting_minutes"] = round((time.time() - started) / 60, 1)
-    (run / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    return history
+    return finetune_sentiment(args.data, run, config, other_rows=OTHER_ROWS, e5_file=args.e5_file, log=log)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ from typing import NamedTuple
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from deployments.runtime.model_dir import TokenizerSpec
 from training.encoder.convert import Pieces
 
 METASPACE = "▁"
 SPECIAL_SCORE = -1e4
 MASK_PIECE = "<mask>"
+BOS_PIECE, EOS_PIECE, PAD_PIECE = "<s>", "</s>", "<pad>"
 
 
 class SpecialIds(NamedTuple):
@@ -35,10 +37,17 @@ class SpecialIds(NamedTuple):
 
 def special_ids(tokenizer: Tokenizer) -> SpecialIds:
     """The ids of ``<s>``, ``</s>`` and ``<pad>`` (every e5 tokenizer this recipe builds has them)."""
-    ids = [tokenizer.token_to_id(piece) for piece in ("<s>", "</s>", "<pad>")]
+    ids = [tokenizer.token_to_id(piece) for piece in (BOS_PIECE, EOS_PIECE, PAD_PIECE)]
     if None in ids:
-        raise ValueError("the tokenizer lacks one of <s>, </s>, <pad>")
+        raise ValueError(f"the tokenizer lacks one of {BOS_PIECE}, {EOS_PIECE}, {PAD_PIECE}")
     return SpecialIds(*(int(i) for i in ids if i is not None))
+
+
+def tokenizer_spec() -> TokenizerSpec:
+    """The manifest's tokenizer entry of every model directory the e5 recipes write."""
+    return TokenizerSpec(
+        type="tokenizers-json", file="tokenizer.json", cls_token=BOS_PIECE, sep_token=EOS_PIECE, pad_token=PAD_PIECE
+    )
 
 
 def _character_class(code_points: Iterable[int]) -> str:
