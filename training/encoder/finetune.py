@@ -176,6 +176,7 @@ def finetune_sentiment(
     )
     keep = np.load(out / "kept_ids.npy").tolist()
     log(f"{len(examples)} training rows {mix}, {len(dev)} dev rows, vocabulary {len(keep)}")
+    torch.manual_seed(config.seed)  # the head's initial weights: a rerun rebuilds the same model
     model = SentimentClassifier(Encoder.from_e5(read_e5_file(e5_file), rows=keep))
     started = time.time()
     history = train(model, examples, dev, config, pad_id=pad_id, out=out, log=log)

@@ -169,6 +169,7 @@ def finetune(
     log(f"{len(train)} training windows from {mix}, dev {{name: len}} { ({k: len(v) for k, v in dev.items()}) }")
     ner_out = out / "ner"
     ner_out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)  # the head's and CRF's initial weights: a rerun rebuilds the same model
     model = NerTraining(NerTagger(Encoder.from_e5(read_e5_file(e5_file), rows=keep)))
 
     def loss(indices: list[int]) -> torch.Tensor:
