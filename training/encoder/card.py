@@ -145,6 +145,7 @@ def render_ner(model_dir: Path, *, history: dict, export: dict, scores: dict) ->
     config = history["config"]
     mix = history.get("mix", {})
     best = next(e for e in history["evals"] if e["dev"] == history["best_dev"])
+    dev_rows = history["dev_rows"]
     passes = config["budget_rows"] / max(1, sum(mix.values()))
     latency = scores["latency_ms_1_thread"]
     per_sentence = latency["e5"]["median"] / latency["cnn"]["median"]
@@ -184,11 +185,12 @@ def render_ner(model_dir: Path, *, history: dict, export: dict, scores: dict) ->
         f"{config['learning_rate']:g}, head and CRF {config['head_learning_rate']:g}, weight decay "
         f"{config['weight_decay']:g}), batch {config['batch_size']}, {config['warmup_fraction']:.0%} warm-up then "
         f"linear decay over {config['budget_rows']:,} rows (about {passes:.1f} passes), seed {config['seed']}",
-        f"- {DEV_SUBSET_NOTE.format(every=config['eval_every'])}; the best state (at {best['rows']:,} rows) is kept",
+        f"- the first {dev_rows} rows of each dev split scored every {config['eval_every']:,} rows (mean F1 of the "
+        f"two); the best state (at {best['rows']:,} rows) is kept",
         f"- fine-tuning took {history['train_minutes']:.0f} minutes on this 2-core machine (torch on 1-2 threads)",
         "- rebuild: `make train-encoder` (`zhserve-train encoder --models ner`, resumable)",
         "",
-        "| rows seen | minutes | train loss | mean dev F1 (400-row subsets, torch) |",
+        f"| rows seen | minutes | train loss | mean dev F1 ({dev_rows}-row subsets, torch) |",
         "|---|---|---|---|",
         *[f"| {e['rows']:,} | {e['minutes']} | {e['loss']:.3f} | {e['dev']:.4f} |" for e in history["evals"]],
         "",
@@ -206,7 +208,8 @@ def render_ner(model_dir: Path, *, history: dict, export: dict, scores: dict) ->
         )
     lines += [
         "",
-        "The checkpoint was picked on 400-row subsets of these dev splits, so these figures are slightly optimistic.",
+        f"The checkpoint was picked on {dev_rows}-row subsets of these dev splits, so these figures are slightly "
+        "optimistic.",
         "",
         "## Cost (one ONNX Runtime thread, this 2-core machine)",
         "",
@@ -220,6 +223,3 @@ def render_ner(model_dir: Path, *, history: dict, export: dict, scores: dict) ->
     mean_chars = scores["latency_ms_1_thread"]["e5"]["mean_chars"]
     lines += ["", f"Latency over 300 MSRA dev sentences (mean {mean_chars} characters), one per call.", ""]
     return "\n".join(lines)
-
-
-DEV_SUBSET_NOTE = "the first 400 rows of each dev split scored every {every:,} rows (mean F1 of the two)"

@@ -193,6 +193,7 @@ def finetune(
         log=log,
     )
     history["mix"] = mix
+    history["dev_rows"] = dev_rows  # per split, scored at each evaluation (the model card says so)
     (ner_out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return history
 
