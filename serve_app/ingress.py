@@ -28,7 +28,6 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
-from ray.serve._private.common import ReplicaState
 from ray.serve.handle import DeploymentHandle
 
 from deployments.runtime.rows import TokenRows
@@ -51,6 +50,7 @@ from serve_app.errors import (
     install_error_handlers,
 )
 from serve_app.metrics import IngressMetrics, RequestMetricsMiddleware
+from serve_app.replicas import ReplicaWatcher
 from serve_app.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -275,9 +275,14 @@ class Ingress:
             for task, handle in self.handles.items()
         }
         self.pipeline = fanout.Pipeline(fanout.Planner(self.models), self.clients)
-        self.replicas: dict[fanout.Task, int] = {}
-        self._follower: asyncio.Future[None] | None = None
-        self._down_since: dict[fanout.Task, float] = {}
+        # Models without a running replica fail fast after no_replica_wait_s (serve_app.replicas).
+        self.watcher: ReplicaWatcher[fanout.Task] = ReplicaWatcher(
+            self.handles,
+            no_replica_wait_s=lambda: self.config.no_replica_wait_s,
+            on_counts=self._size_clients,
+            on_down=lambda task, reason: self.clients[task].mark_unavailable(reason),
+            on_up=lambda task: self.clients[task].mark_available(),
+        )
         app.state.metrics = self.metrics
         app.state.config = self.config
         app.state.api_key = load_api_key()
@@ -298,51 +303,17 @@ class Ingress:
         self._size_clients()
         app.state.config = self.config
 
-    def _size_clients(self) -> None:
+    def _size_clients(self, counts: dict[fanout.Task, int] | None = None) -> None:
         """Calls in flight per model: ``model_calls_per_replica`` for each running replica."""
         for task, client in self.clients.items():
-            replicas = max(1, self.replicas.get(task, 1))
+            replicas = max(1, self.watcher.counts.get(task, 1))
+            self.metrics.replicas.set(self.watcher.counts.get(task, 0), tags={"task": task})
             client.configure(
                 group_size=self.config.window_group_size, calls_in_flight=self.config.model_calls_per_replica * replicas
             )
 
-    async def _follow_replicas(self) -> None:
-        """Every second: size the clients to the models' running replicas as they scale, and
-        fail fast for a model that has had none for ``no_replica_wait_s``."""
-        names = {task: handle.deployment_name for task, handle in self.handles.items()}
-        while True:
-            try:
-                status = await asyncio.to_thread(serve.status)
-                application = status.applications[self.handles["ner"].app_name]
-                for task, name in names.items():
-                    states = application.deployments[name].replica_states
-                    self.replicas[task] = int(states.get(ReplicaState.RUNNING, 0))
-                    self.metrics.replicas.set(self.replicas[task], tags={"task": task})
-                    self._check_available(task, name, time.monotonic())
-                self._size_clients()
-            except Exception:  # the controller busy or restarting: keep the last sizes
-                logger.debug("replica counts unavailable", exc_info=True)
-            await asyncio.sleep(1)
-
-    def _check_available(self, task: fanout.Task, deployment: str, now: float) -> None:
-        """A model with no running replica: its callers wait ``no_replica_wait_s`` for a
-        replacement (a lost replica is usually back within seconds, and its calls are retried);
-        after that, they and every new request get 503 models_not_ready at once, until one runs."""
-        client = self.clients[task]
-        if self.replicas[task] > 0:
-            self._down_since.pop(task, None)
-            if client.unavailable is not None:
-                logger.warning("%s has a running replica again", deployment)
-                client.mark_available()
-            return
-        since = self._down_since.setdefault(task, now)
-        if client.unavailable is None and now - since >= self.config.no_replica_wait_s:
-            logger.error("%s has had no running replica for %.0f s; failing its requests fast", deployment, now - since)
-            client.mark_unavailable(f"the {deployment} model has no running replica")
-
     def _ensure_following(self) -> None:
-        if self._follower is None or self._follower.done():
-            self._follower = asyncio.ensure_future(self._follow_replicas())
+        self.watcher.ensure_running()
 
     # ---------------------------------------------------------------- the pipeline
 
@@ -489,7 +460,7 @@ class Ingress:
 
     async def _readiness(self) -> ReadyResponse:
         self._ensure_following()
-        missing = [f"{task} (no running replica)" for task in self.handles if self.replicas.get(task) == 0]
+        missing = [f"{task} (no running replica)" for task in self.handles if self.watcher.counts.get(task) == 0]
         if missing:  # answered at once: a probe would wait for a replica that is not there
             raise ModelsNotReadyError(f"not ready: {', '.join(missing)}")
         probe_texts: dict[fanout.Task, str] = {"ner": "马云在杭州。", "sentiment": "很好。"}
