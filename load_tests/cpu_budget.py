@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from load_tests.bench import (  # noqa: E402
+from load_tests.bench import (
     BIN,
     REPO_ROOT,
     Report,

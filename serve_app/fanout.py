@@ -23,25 +23,23 @@ of failures to API errors (``serve_app.errors.api_error``).
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
-import math
 import time
 import unicodedata
-from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from deployments.runtime.model_dir import Manifest, ModelDir
-from deployments.runtime.rows import TagRows, TokenRows
 from deployments.runtime.spans import Entity, build_entities
 from deployments.runtime.tokenizer import Tokenized, Tokenizer
-from deployments.server import ItemError
 from serve_app import chunking
-from serve_app.errors import EmptyTextError, ModelsNotReadyError, OverloadedError, api_error, item_error
+from serve_app.errors import EmptyTextError, api_error
+from serve_app.model_client import Call, ModelClient, refused, split_answer
+
+__all__ = ["Call", "ModelClient", "refused", "split_answer"]
 
 Task = Literal["ner", "sentiment"]
 
@@ -100,6 +98,10 @@ class TaskPlan:
     def rows(self) -> list[np.ndarray]:
         ids = self.tokens.ids
         return [ids[window.token_start : window.token_end] for window in self.windows]
+
+    def token_count(self) -> int:
+        """Tokens the model is sent for this plan (overlaps counted in every window)."""
+        return sum(window.token_end - window.token_start for window in self.windows)
 
 
 @dataclass(frozen=True)
@@ -194,221 +196,9 @@ def sentiment_window_event(window: chunking.Window, probabilities: np.ndarray, l
 
 
 # --------------------------------------------------------------------------------------------
-# Fan-out: coalescing model calls
+# Fan-out: coalescing model calls (serve_app.model_client)
 
-Predict = Callable[[TokenRows], Awaitable[Any]]
-"""One model call: packed rows in, the replica's answer for them out (``TagRows`` for NER, an
-array of probabilities [rows, labels] for sentiment, or a list with an ``ItemError`` in place of
-each row that failed)."""
-
-
-def refused(answer: Any) -> bool:
-    """Whether a replica refused a call for reasons that say nothing about its rows (over its
-    memory budget): the same call may succeed on another replica a moment later."""
-    return isinstance(answer, list) and any(isinstance(item, ItemError) and item.retryable for item in answer)
-
-
-def split_answer(answer: Any, count: int) -> list[Any]:
-    """Per-row results of one call's answer."""
-    if isinstance(answer, TagRows):
-        rows: list[Any] = answer.rows()
-    elif isinstance(answer, np.ndarray):
-        rows = list(answer)
-    else:
-        rows = list(answer)
-    if len(rows) != count:
-        raise RuntimeError(f"a model answered {len(rows)} rows for a call of {count}")
-    return rows
-
-
-@dataclass
-class _Call:
-    futures: list[asyncio.Future[Any]]
-    task: asyncio.Task[None] | None = None
-    wanted: int = 0
-
-
-@dataclass
-class ClientStats:
-    calls: int = 0
-    rows: int = 0
-    largest_call: int = 0
-    refused_rows: int = 0
-
-
-SECONDS_PER_ROW_PRIOR = 0.004
-"""What a row costs a replica before any call has been timed (measured: ~1-3 ms for the embedded
-models, ~20 ms for BERT-base INT8 twins; the estimate follows the measured calls within a few)."""
-
-
-class ModelClient:
-    """Coalesces rows from every request into calls of at most ``group_size`` rows, with at most
-    ``calls_in_flight`` calls outstanding. Each row's result arrives on its own future."""
-
-    def __init__(
-        self,
-        predict: Predict,
-        *,
-        group_size: int,
-        calls_in_flight: int,
-        on_refused: Callable[[int], None] | None = None,
-    ) -> None:
-        self._predict = predict
-        self.group_size = group_size
-        self.calls_in_flight = calls_in_flight
-        self._on_refused = on_refused
-        # One queue of rows per submission, served round-robin: a call takes a row from each
-        # waiting request in turn, so a short request is not stuck behind a long document's
-        # hundreds of windows (it finishes in the next call) and long documents share fairly.
-        self._pending: deque[deque[tuple[np.ndarray, asyncio.Future[Any]]]] = deque()
-        self._in_flight: dict[asyncio.Task[None], _Call] = {}  # each call's task → its rows' futures
-        self.unavailable: str | None = None  # why the model cannot answer now (no replica), if so
-        self._rows_in_flight = 0
-        self._seconds_per_row = SECONDS_PER_ROW_PRIOR  # per row per call slot, moving average
-        self.stats = ClientStats()
-
-    def configure(self, *, group_size: int, calls_in_flight: int) -> None:
-        self.group_size = group_size
-        self.calls_in_flight = calls_in_flight
-        self._dispatch()
-
-    def mark_unavailable(self, reason: str) -> None:
-        """The model has had no running replica for too long: fail what waits for it, now and
-        until ``mark_available``, with 503 models_not_ready instead of letting callers hang."""
-        self.unavailable = reason
-        while self._pending:
-            for _, future in self._pending.popleft():
-                if not future.done():
-                    future.set_exception(self._not_ready())
-        for task, call in list(self._in_flight.items()):
-            for future in call.futures:
-                if not future.done():
-                    future.set_exception(self._not_ready())
-            task.cancel()
-
-    def mark_available(self) -> None:
-        self.unavailable = None
-
-    def _not_ready(self) -> ModelsNotReadyError:
-        return ModelsNotReadyError(f"{self.unavailable}; retry shortly", retry_after_s=5)
-
-    def submit(self, rows: Sequence[np.ndarray]) -> list[asyncio.Future[Any]]:
-        """Queue ``rows``; returns one future per row, resolved with that row's result."""
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in rows]
-        if self.unavailable is not None:
-            for future in futures:
-                future.set_exception(self._not_ready())
-            return futures
-        if futures:
-            self._pending.append(deque(zip(rows, futures, strict=True)))
-        self._dispatch()
-        return futures
-
-    @property
-    def queued(self) -> int:
-        """Rows waiting for a call (rows whose requests gave up are not counted)."""
-        return sum(1 for queue in self._pending for _, future in queue if not future.done())
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
-    @property
-    def backlog(self) -> int:
-        """Rows accepted and not yet answered: queued here plus travelling in calls."""
-        return self.queued + self._rows_in_flight
-
-    def rows_per_second(self) -> float:
-        """What the replicas behind this client finish per second when busy (Little's law over
-        the measured calls: ``calls_in_flight`` slots, each taking its rows' measured time)."""
-        return self.calls_in_flight / self._seconds_per_row
-
-    def admit(self, rows: int, horizon_s: float) -> None:
-        """Refuse (503 + Retry-After, at once) ``rows`` more if the backlog with them could not
-        be finished within ``horizon_s`` at the measured rate. A request with nothing ahead of it
-        is always admitted, however large, so one long document is never refused outright.
-        A model without a running replica (``mark_unavailable``) refuses at once with 503."""
-        if self.unavailable is not None:
-            raise self._not_ready()
-        backlog = self.backlog
-        capacity = self.rows_per_second() * horizon_s
-        if backlog and backlog + rows > capacity:
-            self.stats.refused_rows += rows
-            if self._on_refused is not None:
-                self._on_refused(rows)
-            wait_s = max(1, math.ceil((backlog + rows - capacity) / self.rows_per_second()))
-            raise OverloadedError(
-                "the service is at capacity: the work already accepted fills what the models can "
-                f"finish within the time limit; retry in {wait_s} s",
-                retry_after_s=min(wait_s, 60),
-            )
-
-    def _dispatch(self) -> None:
-        while self._pending and len(self._in_flight) < self.calls_in_flight:
-            rows: list[np.ndarray] = []
-            futures: list[asyncio.Future[Any]] = []
-            while self._pending and len(rows) < self.group_size:
-                queue = self._pending.popleft()  # the next request in turn gives one row
-                row, future = queue.popleft()
-                if queue:
-                    self._pending.append(queue)
-                if not future.done():  # cancelled while queued: never sent
-                    rows.append(row)
-                    futures.append(future)
-            if not rows:
-                continue
-            call = _Call(futures, wanted=len(futures))
-            self._rows_in_flight += len(rows)
-            task = asyncio.ensure_future(self._run(TokenRows.pack(rows), call))
-            call.task = task
-            self._in_flight[task] = call
-            task.add_done_callback(self._finished)
-            for future in futures:
-                future.add_done_callback(functools.partial(self._abandoned, call=call))
-            self.stats.calls += 1
-            self.stats.rows += len(rows)
-            self.stats.largest_call = max(self.stats.largest_call, len(rows))
-
-    async def _run(self, rows: TokenRows, call: _Call) -> None:
-        started = time.perf_counter()
-        try:
-            try:
-                answer = await self._predict(rows)
-            finally:
-                self._rows_in_flight -= len(call.futures)
-            results = split_answer(answer, len(call.futures))
-            per_row = (time.perf_counter() - started) / len(call.futures)
-            self._seconds_per_row += 0.2 * (per_row - self._seconds_per_row)
-        except asyncio.CancelledError:
-            for future in call.futures:
-                future.cancel()
-            raise
-        except BaseException as exc:  # every row of the call fails with the call
-            for future in call.futures:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for future, result in zip(call.futures, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, ItemError):
-                future.set_exception(item_error(result))
-            else:
-                future.set_result(result)
-
-    def _abandoned(self, future: asyncio.Future[Any], call: _Call) -> None:
-        """A row's future finished; if it was cancelled and no row of its call is still wanted,
-        cancel the call (which cancels the replica request)."""
-        if not future.cancelled():
-            return
-        call.wanted -= 1
-        if call.wanted == 0 and call.task is not None and not call.task.done():
-            call.task.cancel()
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
-        self._dispatch()
+Predict = Call
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,9 +213,9 @@ class Outcome:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-CHARS_PER_WINDOW_PRIOR = 40.0
-"""Characters per window before any text has been planned (news sentences: ~30-50; the estimate
-follows the planned texts)."""
+TOKENS_PER_CHAR_PRIOR = 1.0
+"""Tokens per character before any text has been planned (BERT-Chinese: one per CJK character;
+the estimate follows the planned texts)."""
 
 ADMISSION_SHARE = 0.8
 """Accepted work must be finishable within this share of ``request_timeout_s`` (the rest is the
@@ -438,27 +228,28 @@ class Pipeline:
     def __init__(self, planner: Planner, clients: dict[Task, ModelClient]) -> None:
         self.planner = planner
         self.clients = clients
-        # Characters per window of the texts planned so far, per task (moving average): what a
+        # Tokens per character of the texts planned so far, per task (moving average): what a
         # text will cost before it is planned (planning a long text takes CPU time of its own).
-        self.chars_per_window: dict[Task, float] = dict.fromkeys(clients, CHARS_PER_WINDOW_PRIOR)
+        self.tokens_per_char: dict[Task, float] = dict.fromkeys(clients, TOKENS_PER_CHAR_PRIOR)
 
     def admit_estimate(self, chars: int, tasks: Sequence[Task], timeout_s: float) -> None:
-        """Admission before planning, from the text's length and the windows per character seen
+        """Admission before planning, from the text's length and the tokens per character seen
         so far: under a burst of long documents the refusals come at once, not after each text
         has been tokenised. The exact check follows the plan (``admit``)."""
         for task in tasks:
-            rows = max(1, int(chars / self.chars_per_window[task]))
-            self.clients[task].admit(rows, timeout_s * ADMISSION_SHARE)
+            tokens = max(1, int(chars * self.tokens_per_char[task]))
+            self.clients[task].admit(tokens, timeout_s * ADMISSION_SHARE, timeout_s)
 
     def admit(self, plans: Sequence[DocumentPlan], timeout_s: float) -> None:
-        """Admission control: 503 at once unless every model can finish its backlog plus these
-        plans' windows within ADMISSION_SHARE of the time limit (serve_app.fanout.ModelClient.admit)."""
+        """Admission control (``serve_app.admission``): 413 when these plans alone cannot finish
+        within ADMISSION_SHARE of the time limit, 503 at once when the backlog with them could not."""
         for task, client in self.clients.items():
-            rows = sum(len(plan.tasks[task].windows) for plan in plans if task in plan.tasks)
-            if rows:
+            tokens = sum(plan.tasks[task].token_count() for plan in plans if task in plan.tasks)
+            if tokens:
                 chars = sum(len(plan.text) for plan in plans if task in plan.tasks)
-                self.chars_per_window[task] += 0.2 * (chars / rows - self.chars_per_window[task])
-                client.admit(rows, timeout_s * ADMISSION_SHARE)
+                if chars:
+                    self.tokens_per_char[task] += 0.2 * (tokens / chars - self.tokens_per_char[task])
+                client.admit(tokens, timeout_s * ADMISSION_SHARE, timeout_s)
 
     def _submit(self, plans: Sequence[DocumentPlan]) -> list[dict[Task, list[asyncio.Future[Any]]]]:
         """Queue every window of ``plans``, one submission per model so that the windows of all
@@ -511,10 +302,27 @@ class Pipeline:
             outcomes.append(self._assemble(plan, answers))
         return outcomes
 
-    async def stream(self, plan: DocumentPlan, timeout_s: float) -> AsyncGenerator[dict[str, Any], None]:
+    def reserve(self, plan: DocumentPlan, timeout_s: float) -> dict[Task, list[asyncio.Future[Any]]]:
+        """Admit a stream's text and queue its windows now, before the response starts, so the
+        work it will ask for counts in every later admission. Whatever happens to the response
+        (a client gone before its first line, a stream never iterated), its windows are given up
+        when the time limit has passed."""
+        self.admit([plan], timeout_s)
+        submitted = self._submit([plan])[0]
+        futures = [future for per_task in submitted.values() for future in per_task]
+        asyncio.get_running_loop().call_later(timeout_s + 1, _cancel_all, futures)
+        return submitted
+
+    async def stream(
+        self,
+        plan: DocumentPlan,
+        timeout_s: float,
+        submitted: dict[Task, list[asyncio.Future[Any]]] | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """NDJSON events of one planned text: ``start``, a ``window`` event per window as it
         finishes, then ``summary``. A failure raises (the caller turns it into an ``error``
-        line); closing the generator early cancels the windows still running."""
+        line); closing the generator early cancels the windows still running. ``submitted``:
+        the windows ``reserve`` queued (else they are queued when the stream starts)."""
         started = time.perf_counter()
         total = sum(len(task_plan.windows) for task_plan in plan.tasks.values())
         yield {"event": "start", "length": len(plan.text), "tasks": list(plan.tasks), "windows": _counts(plan)}
@@ -522,7 +330,7 @@ class Pipeline:
         try:
             # Submitted inside the try: whatever ends this generator (completion, failure, a
             # client that went away) reaches the finally that cancels what is still running.
-            for task, futures in self._submit([plan])[0].items():
+            for task, futures in (submitted if submitted is not None else self._submit([plan])[0]).items():
                 where.update((future, (plan.tasks[task], index)) for index, future in enumerate(futures))
             answers: dict[Task, list[Any]] = {task: [None] * len(p.windows) for task, p in plan.tasks.items()}
             pending: set[asyncio.Future[Any]] = set(where)
@@ -545,6 +353,11 @@ class Pipeline:
         finally:
             for future in where:
                 future.cancel()
+
+
+def _cancel_all(futures: Sequence[asyncio.Future[Any]]) -> None:
+    for future in futures:
+        future.cancel()
 
 
 def _counts(plan: DocumentPlan) -> dict[str, int]:

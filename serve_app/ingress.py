@@ -18,7 +18,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import orjson
@@ -35,7 +35,6 @@ from deployments.server import ItemError
 from serve_app import fanout
 from serve_app.config import AppArgs, IngressConfig
 from serve_app.errors import (
-    REPLICA_LOST,
     InvalidEncodingError,
     InvalidJSONError,
     ModelsNotReadyError,
@@ -206,44 +205,16 @@ def _check_text(text: str, config: IngressConfig, *, field: str = "text") -> Non
         ) from None
 
 
-REFUSAL_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0, 4.0)
-"""Waits before each repeat of a call a replica refused (over its memory budget). Serve routes
-each repeat afresh, and a replica that answers at once looks idle to its router, so repeats may
-land on it again until it leaves the routing table: after 3 failed health checks 2 s apart
-(Serve's threshold), well within these ~12 s; then the call lands on a sibling or the replacement."""
-
-
-async def _predict(handle: DeploymentHandle, rows: TokenRows, *, on_retry: Callable[[str], None] | None = None) -> Any:
-    """``handle.predict(rows)``, repeated when the replica serving it is lost (once) or refuses it
-    (over its memory budget: up to ``len(REFUSAL_BACKOFF_S)`` times, with a growing wait).
-
-    Model calls are pure, so repeating one is safe; Serve routes the repeat to a live replica (or
-    holds it until the controller has replaced the lost one). Cancelling the awaiting task cancels
-    the request in flight, so nothing keeps computing for a caller who has gone.
-    """
-    lost = refusals = 0
-    while True:
-        response = handle.remote(rows)
-        try:
-            answer = await response
-        except asyncio.CancelledError:
-            response.cancel()
-            raise
-        except REPLICA_LOST as exc:
-            lost += 1
-            if lost > 1:
-                raise
-            logger.warning("model replica lost under a call (%s); retrying on another", type(exc).__name__)
-            if on_retry is not None:
-                on_retry("replica_lost")
-            continue
-        if refusals < len(REFUSAL_BACKOFF_S) and fanout.refused(answer):
-            if on_retry is not None:
-                on_retry("refused")
-            await asyncio.sleep(REFUSAL_BACKOFF_S[refusals])
-            refusals += 1
-            continue
-        return answer
+async def _call(handle: DeploymentHandle, rows: TokenRows) -> Any:
+    """One attempt of ``handle.predict(rows)`` (the model client repeats lost or refused calls).
+    Cancelling the awaiting task cancels the request in flight, so nothing keeps computing for a
+    caller who has gone."""
+    response = handle.remote(rows)
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
 
 
 @serve.ingress(app)
@@ -267,13 +238,16 @@ class Ingress:
         self.metrics = IngressMetrics()
         self.clients: dict[fanout.Task, fanout.ModelClient] = {
             task: fanout.ModelClient(
-                functools.partial(_predict, handle, on_retry=functools.partial(self.metrics.retried, task)),
+                functools.partial(_call, handle),
+                name=handle.deployment_name,
                 group_size=self.config.window_group_size,
                 calls_in_flight=self.config.model_calls_per_replica,
                 on_refused=functools.partial(self.metrics.refused, task),
+                on_retry=functools.partial(self.metrics.retried, task),
             )
             for task, handle in self.handles.items()
         }
+        self._calibration: asyncio.Future[None] | None = None
         self.pipeline = fanout.Pipeline(fanout.Planner(self.models), self.clients)
         # Models without a running replica fail fast after no_replica_wait_s (serve_app.replicas).
         self.watcher: ReplicaWatcher[fanout.Task] = ReplicaWatcher(
@@ -314,6 +288,20 @@ class Ingress:
 
     def _ensure_following(self) -> None:
         self.watcher.ensure_running()
+        if self._calibration is None:
+            self._calibration = asyncio.ensure_future(self._calibrate())
+
+    async def _calibrate(self) -> None:
+        """Measure each model's rate on the served model at start-up (one timed call of a full
+        group of typical sentences), so admission never trusts a guess for long."""
+        text = "新华社北京三月五日电，国务院总理在人民大会堂作政府工作报告，代表们认真审议。"
+        for task, client in self.clients.items():
+            try:
+                ids = self.models[task].tokenizer.encode([text])[0].ids
+                seconds = await client.calibrate([ids] * self.config.window_group_size)
+                logger.info("%s calibrated: %.3f ms per token per call slot", task, seconds * 1000)
+            except Exception:  # the first real calls measure it instead
+                logger.warning("calibrating %s failed; its first calls will measure the rate", task, exc_info=True)
 
     # ---------------------------------------------------------------- the pipeline
 
@@ -421,11 +409,17 @@ class Ingress:
         _check_text(body.text, self.config)
         self.pipeline.admit_estimate(len(body.text), body.tasks, self.config.request_timeout_s)
         plan = await self.pipeline.planner.plan_async(body.text, body.tasks, self._settings())
-        self.pipeline.admit([plan], self.config.request_timeout_s)  # refused before the stream begins
-        return StreamingResponse(self._stream(plan, _request_id(request)), media_type="application/x-ndjson")
+        # Refused before the stream begins; admitted, its windows are queued (reserved) at once.
+        submitted = self.pipeline.reserve(plan, self.config.request_timeout_s)
+        return StreamingResponse(self._stream(plan, submitted, _request_id(request)), media_type="application/x-ndjson")
 
-    async def _stream(self, plan: fanout.DocumentPlan, request_id: str | None) -> AsyncIterator[bytes]:
-        events = self.pipeline.stream(plan, self.config.request_timeout_s)
+    async def _stream(
+        self,
+        plan: fanout.DocumentPlan,
+        submitted: dict[fanout.Task, list["asyncio.Future[Any]"]],
+        request_id: str | None,
+    ) -> AsyncIterator[bytes]:
+        events = self.pipeline.stream(plan, self.config.request_timeout_s, submitted)
         try:
             async for event in events:
                 if event["event"] == "summary":

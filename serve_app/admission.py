@@ -1,0 +1,92 @@
+"""What the models finish per second, measured, and the decision to accept a request's work.
+
+Pure Python: no Ray, no asyncio. Work is counted in tokens (a window's rows of token ids), the
+unit a model's cost follows; the rate is seconds of one call slot per token.
+
+- **Measured, not guessed.** Until the ingress has calibrated the rate on the served model (one
+  timed call at start-up, ``RateMeter.calibrate``) a conservative prior holds; after it, every
+  successful call moves the estimate (an exponential moving average). Retries and back-off
+  waits are not calls that computed anything, so they are never timed.
+- **Admission.** A request whose own work could not finish within the horizon even with every
+  call slot to itself is refused at once (413, the message names the estimate and the limit),
+  whatever is queued; otherwise it is refused with 503 + Retry-After when the work already
+  accepted plus its own could not be finished within the horizon at the measured rate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from serve_app.errors import OverloadedError, PayloadTooLargeError
+
+SECONDS_PER_TOKEN_PRIOR = 0.0005
+"""What a token costs one call slot before calibration: about a BERT-base INT8 row (measured
+~20 ms for 40 tokens on one core), so a cold service refuses too much rather than too little;
+the embedded models cost ~20x less, and calibration replaces this within a second of start."""
+
+SMOOTHING = 0.2
+"""Weight of each new call in the moving average."""
+
+
+@dataclass
+class RateMeter:
+    """Seconds of one call slot per token of work."""
+
+    seconds_per_token: float = SECONDS_PER_TOKEN_PRIOR
+    calibrated: bool = False
+    calls: int = 0
+
+    def calibrate(self, tokens: int, seconds: float) -> None:
+        """The rate of a timed call on the served model (replaces the prior)."""
+        if tokens > 0 and seconds > 0:
+            self.seconds_per_token = seconds / tokens
+            self.calibrated = True
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        """One successful call of ``tokens`` that took ``seconds`` (its last attempt only)."""
+        if tokens <= 0 or seconds <= 0:
+            return
+        self.calls += 1
+        sample = seconds / tokens
+        if not self.calibrated:  # the first measured call replaces the prior outright
+            self.seconds_per_token = sample
+            self.calibrated = True
+            return
+        self.seconds_per_token += SMOOTHING * (sample - self.seconds_per_token)
+
+    def seconds(self, tokens: int, slots: int) -> float:
+        """Time to finish ``tokens`` with ``slots`` calls computing at once."""
+        return tokens * self.seconds_per_token / max(slots, 1)
+
+
+def decide(
+    *,
+    model: str,
+    own_tokens: int,
+    backlog_tokens: int,
+    slots: int,
+    meter: RateMeter,
+    horizon_s: float,
+    limit_s: float,
+) -> None:
+    """Accept ``own_tokens`` more work or raise.
+
+    413 when the request alone needs more than ``horizon_s`` (no wait would help); 503 with
+    Retry-After when the accepted backlog plus this request would not finish within it.
+    """
+    own_s = meter.seconds(own_tokens, slots)
+    if own_s > horizon_s:
+        raise PayloadTooLargeError(
+            f"this request needs about {own_s:,.0f} s of {model} model time at the measured rate "
+            f"({own_tokens:,} tokens); the time limit (request_timeout_s) is {limit_s:g} s: "
+            "send shorter or fewer texts"
+        )
+    total_s = meter.seconds(backlog_tokens + own_tokens, slots)
+    if backlog_tokens and total_s > horizon_s:
+        wait_s = max(1, math.ceil(total_s - horizon_s))
+        raise OverloadedError(
+            "the service is at capacity: the work already accepted fills what the models can "
+            f"finish within the time limit; retry in {wait_s} s",
+            retry_after_s=min(wait_s, 60),
+        )

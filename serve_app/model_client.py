@@ -1,0 +1,340 @@
+"""The client of one model: packs the rows of every request in flight into calls, repeats calls
+a replica lost or refused, measures the rate, and admits or refuses new work.
+
+Plain Python (asyncio, no Ray imports): a call is a coroutine function injected by the ingress
+(``handle.remote``), so the client is unit-tested with fakes.
+
+**Order.** Requests are served oldest first, so under sustained load they complete one after
+another at the rate the models compute (round-robin across requests, as before, finished equal
+long documents all together, after their deadline). A request small enough to finish in the
+next call (``SHORT_ROWS`` rows or fewer) goes first in that call, so a short request is answered
+promptly even behind long documents.
+
+**Counters.** The tokens queued and in calls are counters updated when a row is queued, sent,
+answered or abandoned (each row's state changes once), never a scan of the queue; a request that
+is cancelled while its rows wait releases them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deployments.runtime.rows import TagRows, TokenRows
+from deployments.server import ItemError
+from serve_app import admission
+from serve_app.errors import REPLICA_LOST, ModelsNotReadyError, item_error
+
+logger = logging.getLogger("ray.serve")
+
+Call = Callable[[TokenRows], Awaitable[Any]]
+"""One attempt of a model call: packed rows in, the replica's answer for them out (``TagRows``
+for NER, an array of probabilities [rows, labels] for sentiment, or a list with an ``ItemError``
+in place of each row that failed)."""
+
+SHORT_ROWS = 4
+"""A request with at most this many rows waiting goes first in the next call."""
+
+REFUSAL_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0, 4.0)
+"""Waits before each repeat of a call a replica refused (over its memory budget). Serve routes
+each repeat afresh, and a replica that answers at once looks idle to its router, so repeats may
+land on it again until it leaves the routing table: after 3 failed health checks 2 s apart
+(Serve's threshold), well within these ~12 s; then the call lands on a sibling or the replacement."""
+
+QUEUED, SENT, DONE = 0, 1, 2
+
+
+def refused(answer: Any) -> bool:
+    """Whether a replica refused a call for reasons that say nothing about its rows (over its
+    memory budget): the same call may succeed on another replica a moment later."""
+    return isinstance(answer, list) and any(isinstance(item, ItemError) and item.retryable for item in answer)
+
+
+def split_answer(answer: Any, count: int) -> list[Any]:
+    """Per-row results of one call's answer."""
+    rows: list[Any] = answer.rows() if isinstance(answer, TagRows) else list(answer)
+    if len(rows) != count:
+        raise RuntimeError(f"a model answered {len(rows)} rows for a call of {count}")
+    return rows
+
+
+class _Row:
+    """One row of one request: its tokens, its future and where it is (queued, sent, done)."""
+
+    __slots__ = ("future", "ids", "state")
+
+    def __init__(self, ids: np.ndarray, future: asyncio.Future[Any]) -> None:
+        self.ids = ids
+        self.future = future
+        self.state = QUEUED
+
+
+@dataclass
+class _Call:
+    rows: list[_Row]
+    task: asyncio.Task[None] | None = None
+    wanted: int = 0
+
+
+@dataclass
+class ClientStats:
+    calls: int = 0
+    rows: int = 0
+    largest_call: int = 0
+    refused_tokens: int = 0
+
+
+class ModelClient:
+    """Coalesces rows from every request into calls of at most ``group_size`` rows, with at most
+    ``calls_in_flight`` calls outstanding. Each row's result arrives on its own future."""
+
+    def __init__(
+        self,
+        call: Call,
+        *,
+        group_size: int,
+        calls_in_flight: int,
+        name: str = "model",
+        on_refused: Callable[[int], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+        meter: admission.RateMeter | None = None,
+        refusal_backoff_s: Sequence[float] = REFUSAL_BACKOFF_S,
+    ) -> None:
+        self._call = call
+        self.name = name
+        self.group_size = group_size
+        self.calls_in_flight = calls_in_flight
+        self._on_refused = on_refused
+        self._on_retry = on_retry
+        self.meter = meter or admission.RateMeter()
+        self.refusal_backoff_s = tuple(refusal_backoff_s)
+        self._pending: deque[deque[_Row]] = deque()  # one queue of rows per submission, oldest first
+        self._in_flight: dict[asyncio.Task[None], _Call] = {}
+        self.unavailable: str | None = None  # why the model cannot answer now (no replica), if so
+        self.queued_tokens = 0
+        self.in_flight_tokens = 0
+        self._queued_rows = 0
+        self.stats = ClientStats()
+
+    # ---------------------------------------------------------------- configuration and state
+
+    def configure(self, *, group_size: int, calls_in_flight: int) -> None:
+        self.group_size = group_size
+        self.calls_in_flight = calls_in_flight
+        self._dispatch()
+
+    def mark_unavailable(self, reason: str) -> None:
+        """The model has had no running replica for too long: fail what waits for it, now and
+        until ``mark_available``, with 503 models_not_ready instead of letting callers hang."""
+        self.unavailable = reason
+        while self._pending:
+            for row in self._pending.popleft():
+                if not row.future.done():
+                    row.future.set_exception(self._not_ready())
+        for task, call in list(self._in_flight.items()):
+            for row in call.rows:
+                if not row.future.done():
+                    row.future.set_exception(self._not_ready())
+            task.cancel()
+
+    def mark_available(self) -> None:
+        self.unavailable = None
+
+    def _not_ready(self) -> ModelsNotReadyError:
+        return ModelsNotReadyError(f"{self.unavailable}; retry shortly", retry_after_s=5)
+
+    @property
+    def queued(self) -> int:
+        """Rows waiting for a call (rows whose requests gave up are not counted)."""
+        return self._queued_rows
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def backlog(self) -> int:
+        """Tokens accepted and not yet answered: queued here plus travelling in calls."""
+        return self.queued_tokens + self.in_flight_tokens
+
+    def tokens_per_second(self) -> float:
+        """What the replicas behind this client finish per second when busy."""
+        return self.calls_in_flight / self.meter.seconds_per_token
+
+    # ---------------------------------------------------------------- admission
+
+    def admit(self, tokens: int, horizon_s: float, limit_s: float) -> None:
+        """Accept ``tokens`` more work or raise (``serve_app.admission.decide``): 413 when the
+        request alone cannot finish within ``horizon_s``, 503 + Retry-After when the backlog
+        with it could not. A model without a running replica refuses at once with 503."""
+        if self.unavailable is not None:
+            raise self._not_ready()
+        try:
+            admission.decide(
+                model=self.name,
+                own_tokens=tokens,
+                backlog_tokens=self.backlog,
+                slots=self.calls_in_flight,
+                meter=self.meter,
+                horizon_s=horizon_s,
+                limit_s=limit_s,
+            )
+        except Exception:
+            self.stats.refused_tokens += tokens
+            if self._on_refused is not None:
+                self._on_refused(tokens)
+            raise
+
+    async def calibrate(self, rows: Sequence[np.ndarray]) -> float:
+        """Time one call of ``rows`` on the served model (after a first, warming call) and set the
+        rate from it; returns the seconds per token measured."""
+        packed = TokenRows.pack(list(rows))
+        await self._attempts(packed)
+        began = time.perf_counter()
+        await self._attempts(packed)
+        self.meter.calibrate(sum(len(row) for row in rows), time.perf_counter() - began)
+        return self.meter.seconds_per_token
+
+    # ---------------------------------------------------------------- rows in, calls out
+
+    def submit(self, rows: Sequence[np.ndarray]) -> list[asyncio.Future[Any]]:
+        """Queue ``rows`` (one request's); returns one future per row, resolved with its result."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in rows]
+        if self.unavailable is not None:
+            for future in futures:
+                future.set_exception(self._not_ready())
+            return futures
+        if futures:
+            queue = deque(_Row(ids, future) for ids, future in zip(rows, futures, strict=True))
+            for row in queue:
+                self.queued_tokens += len(row.ids)
+                row.future.add_done_callback(functools.partial(self._row_done, row))
+            self._queued_rows += len(queue)
+            self._pending.append(queue)
+        self._dispatch()
+        return futures
+
+    def _row_done(self, row: _Row, future: asyncio.Future[Any]) -> None:
+        """A row's future finished (answered, failed or abandoned): release what it held."""
+        if row.state == QUEUED:  # abandoned while waiting: never sent
+            self.queued_tokens -= len(row.ids)
+            self._queued_rows -= 1
+        row.state = DONE
+
+    def _take(self) -> list[_Row]:
+        """The rows of the next call: every short request first (it finishes in this call), then
+        the oldest requests' rows in order."""
+        taken: list[_Row] = []
+        if len(self._pending) > 1:
+            for queue in self._pending:
+                if len(queue) <= SHORT_ROWS and len(taken) + len(queue) <= self.group_size:
+                    taken.extend(queue)
+                    queue.clear()
+        while self._pending and len(taken) < self.group_size:
+            queue = self._pending[0]
+            while queue and len(taken) < self.group_size:
+                taken.append(queue.popleft())
+            if not queue:
+                self._pending.popleft()
+        if any(not queue for queue in self._pending):
+            self._pending = deque(queue for queue in self._pending if queue)
+        return [row for row in taken if row.state == QUEUED]  # rows abandoned while queued are dropped
+
+    def _dispatch(self) -> None:
+        while self._pending and len(self._in_flight) < self.calls_in_flight:
+            rows = self._take()
+            if not rows:
+                continue
+            tokens = 0
+            for row in rows:
+                row.state = SENT
+                tokens += len(row.ids)
+            self.queued_tokens -= tokens
+            self._queued_rows -= len(rows)
+            self.in_flight_tokens += tokens
+            call = _Call(rows, wanted=len(rows))
+            task = asyncio.ensure_future(self._run(TokenRows.pack([row.ids for row in rows]), call, tokens))
+            call.task = task
+            self._in_flight[task] = call
+            task.add_done_callback(self._finished)
+            for row in rows:
+                row.future.add_done_callback(functools.partial(self._abandoned, call=call))
+            self.stats.calls += 1
+            self.stats.rows += len(rows)
+            self.stats.largest_call = max(self.stats.largest_call, len(rows))
+
+    async def _attempts(self, rows: TokenRows) -> tuple[Any, float]:
+        """The call, repeated when the replica serving it is lost (once) or refuses it (over its
+        memory budget: up to ``len(refusal_backoff_s)`` times, with a growing wait). Returns the
+        answer and how long its successful attempt took (retries and waits excluded).
+
+        Model calls are pure, so repeating one is safe; Serve routes the repeat to a live replica
+        (or holds it until the controller has replaced the lost one)."""
+        lost = refusals = 0
+        while True:
+            began = time.perf_counter()
+            try:
+                answer = await self._call(rows)
+            except REPLICA_LOST as exc:
+                lost += 1
+                if lost > 1:
+                    raise
+                logger.warning("model replica lost under a call (%s); retrying on another", type(exc).__name__)
+                if self._on_retry is not None:
+                    self._on_retry("replica_lost")
+                continue
+            if refusals < len(self.refusal_backoff_s) and refused(answer):
+                if self._on_retry is not None:
+                    self._on_retry("refused")
+                await asyncio.sleep(self.refusal_backoff_s[refusals])
+                refusals += 1
+                continue
+            return answer, time.perf_counter() - began
+
+    async def _run(self, rows: TokenRows, call: _Call, tokens: int) -> None:
+        try:
+            try:
+                answer, seconds = await self._attempts(rows)
+            finally:
+                self.in_flight_tokens -= tokens
+            results = split_answer(answer, len(call.rows))
+            if not refused(answer):
+                self.meter.observe(tokens, seconds)
+        except asyncio.CancelledError:
+            for row in call.rows:
+                row.future.cancel()
+            raise
+        except BaseException as exc:  # every row of the call fails with the call
+            for row in call.rows:
+                if not row.future.done():
+                    row.future.set_exception(exc)
+            return
+        for row, result in zip(call.rows, results, strict=True):
+            if row.future.done():
+                continue
+            if isinstance(result, ItemError):
+                row.future.set_exception(item_error(result))
+            else:
+                row.future.set_result(result)
+
+    def _abandoned(self, future: asyncio.Future[Any], call: _Call) -> None:
+        """A row's future finished; if it was cancelled and no row of its call is still wanted,
+        cancel the call (which cancels the replica request)."""
+        if not future.cancelled():
+            return
+        call.wanted -= 1
+        if call.wanted == 0 and call.task is not None and not call.task.done():
+            call.task.cancel()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._dispatch()
