@@ -292,16 +292,21 @@ class Ingress:
             self._calibration = asyncio.ensure_future(self._calibrate())
 
     async def _calibrate(self) -> None:
-        """Measure each model's rate on the served model at start-up (one timed call of a full
-        group of typical sentences), so admission never trusts a guess for long."""
+        """Measure each model's rate on the served model at start-up: one timed call of a full
+        group of typical sentences per model, the models at once (as /v1/analyze runs them, when
+        they share the cores), so admission never trusts a guess for long."""
         text = "新华社北京三月五日电，国务院总理在人民大会堂作政府工作报告，代表们认真审议。"
-        for task, client in self.clients.items():
+
+        async def one(task: fanout.Task) -> None:
+            client = self.clients[task]
             try:
                 ids = self.models[task].tokenizer.encode([text])[0].ids
                 seconds = await client.calibrate([ids] * self.config.window_group_size)
                 logger.info("%s calibrated: %.3f ms per token per call slot", task, seconds * 1000)
             except Exception:  # the first real calls measure it instead
                 logger.warning("calibrating %s failed; its first calls will measure the rate", task, exc_info=True)
+
+        await asyncio.gather(*(one(task) for task in self.clients))
 
     # ---------------------------------------------------------------- the pipeline
 
