@@ -673,18 +673,23 @@ _TWINS: dict[Path, tuple[dict[str, Path], dict[str, Path]]] = {}
 
 def base_twins(work: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """The BERT-base INT8 shape twins (exported directories, and their ModelScope-layout sources),
-    built and exported once per run: the ``base`` and ``peers`` sections serve the same ones."""
+    built and exported once per run: the ``base`` and ``peers`` sections serve the same ones. A
+    ``--work`` folder that already holds both (twins are seeded: the same code builds the same
+    twins) is reused."""
     if work in _TWINS:
         return _TWINS[work]
     from training.export.exporter import export_model
     from training.export.twin import build_twin
 
+    dirs = {task: work / f"twin-{task}" for task in ("ner", "sentiment")}
+    sources = {task: work / f"twin-{task}-src" for task in ("ner", "sentiment")}
+    if all((dirs[t] / "manifest.json").is_file() and sources[t].is_dir() for t in dirs):
+        print(f"\n[base] BERT-base shape twins: reusing those in {work}", flush=True)
+        _TWINS[work] = dirs, sources
+        return dirs, sources
     print("\n[base] BERT-base shape twins: build and export", flush=True)
-    dirs: dict[str, Path] = {}
-    sources: dict[str, Path] = {}
     for task in ("ner", "sentiment"):
-        sources[task], dirs[task] = work / f"twin-{task}-src", work / f"twin-{task}"
-        for path in (sources[task], dirs[task]):
+        for path in (dirs[task], sources[task]):
             shutil.rmtree(path, ignore_errors=True)
         build_twin(task, "base", sources[task])  # type: ignore[arg-type]
         export_model(task, sources[task], dirs[task])  # type: ignore[arg-type]

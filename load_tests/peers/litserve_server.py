@@ -144,10 +144,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="inference workers per route")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-timeout", type=float, default=0.01, help="seconds")
+    parser.add_argument("--api-servers", type=int, default=None, help="uvicorn processes (default: LitServe's)")
     options = parser.parse_args()
     ner_dir, sentiment_dir = str(Path(options.ner_model).resolve()), str(Path(options.sentiment_model).resolve())
     server = build(ner_dir, sentiment_dir, options.workers, options.max_batch_size, options.batch_timeout)
-    server.run(host="127.0.0.1", port=options.port, log_level="warning", generate_client_file=False)
+    server.run(host="127.0.0.1", port=options.port, num_api_servers=options.api_servers, log_level="warning",
+               generate_client_file=False)  # fmt: skip
 
 
 if __name__ == "__main__":
