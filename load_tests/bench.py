@@ -593,8 +593,9 @@ def main() -> None:
         levers(report, work, lua, seconds, tier)
     ours_by_size = {("embedded", route, count): point for (route, count), point in ours.items()}
     if "base" in sections:
-        for count, point in base_size(report, work, lua, seconds, clients).items():
-            ours_by_size[("base", "analyze", count)] = point
+        every_route = "peers" in sections and "base" in options.peer_sizes.split(",")
+        for (route, count), point in base_size(report, work, lua, seconds, clients, every_route=every_route).items():
+            ours_by_size[("base", route, count)] = point
     if "peers" in sections:
         peers(report, work, lua, seconds, clients, sizes=options.peer_sizes.split(","), kinds=options.peers.split(","),
               tier=tier, seed=seed, ours=ours_by_size)  # fmt: skip
@@ -698,9 +699,16 @@ def base_twins(work: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 
 
 def base_size(
-    report: Report, work: Path, lua: dict[str, Path], seconds: float, clients: Sequence[int]
-) -> dict[int, Point]:
-    """The ``base`` section; returns zhserve's /v1/analyze point at each client count."""
+    report: Report,
+    work: Path,
+    lua: dict[str, Path],
+    seconds: float,
+    clients: Sequence[int],
+    *,
+    every_route: bool = False,
+) -> dict[tuple[str, int], Point]:
+    """The ``base`` section; returns zhserve's points by (route key, clients): /v1/analyze, and with
+    ``every_route`` (the ``peers`` headline needs them) /v1/ner and /v1/sentiment too."""
     dirs, sources = base_twins(work)
     seed_env = {"SEED_NER_MODEL": str(dirs["ner"]), "SEED_SENTIMENT_MODEL": str(dirs["sentiment"])}
     points: dict[tuple[str, int], Point] = {}
@@ -727,6 +735,11 @@ def base_size(
         warm_up(service.url + "/v1/analyze", lua["text"])
         for count in clients:
             points[(name, count)] = wrk(service.url + "/v1/analyze", lua["text"], count, seconds, f"{name} /v1/analyze")
+        for route in ("ner", "sentiment") if every_route else ():
+            path = ZHSERVE_ROUTES[route]
+            for count in clients:
+                points[(f"{name} {route}", count)] = wrk(service.url + path, lua["text"], count, seconds,
+                                                         f"{name} {path}")  # fmt: skip
         replica_rows = stack_memory(service)
     finally:
         stop_zhserve(service)
@@ -748,7 +761,10 @@ def base_size(
         "path; 2,048 MiB memory budget per replica. Replica memory at idle: "
         + "; ".join(f"{what}: {value}" for what, value in replica_rows[1:]) + ".",
     )  # fmt: skip
-    return {count: points[(name, count)] for count in clients}
+    ours = {("analyze", count): points[(name, count)] for count in clients}
+    for route in ("ner", "sentiment") if every_route else ():
+        ours.update({(route, count): points[(f"{name} {route}", count)] for count in clients})
+    return ours
 
 
 # ------------------------------------------------------------------------------------------
@@ -914,7 +930,7 @@ def peers(
             ner_dir, sentiment_dir = dirs["ner"], dirs["sentiment"]
         else:
             ner_dir, sentiment_dir = Path(tier["ner_model"]), Path(tier["sentiment_model"])
-        reference = reference_answers(ner_dir, sentiment_dir)
+        reference: dict[str, list[Any]] = {}
         for kind in kinds:
             reused = {(route, count): seed[(kind, route, count)] for route in PEER_ROUTES for count in clients
                       if size == "embedded" and (kind, route, count) in seed}  # fmt: skip
@@ -923,6 +939,7 @@ def peers(
                 points.update({(size, kind, route, count): point for (route, count), point in reused.items()})
                 continue
             print(f"\n[peers] {PEERS[kind]}, {SIZES[size]}", flush=True)
+            reference = reference or reference_answers(ner_dir, sentiment_dir)
             service = start_peer(kind, work, ner_dir, sentiment_dir)
             try:
                 problems = answer_problems(service.url, reference, golden=size == "embedded")
@@ -952,7 +969,7 @@ def peers(
         note="The best peer is the one of " + ", ".join(PEERS[k] for k in kinds) + " with the most requests per "
         "second at that route and client count (answering every request); the peers' own tables follow. "
         + ("" if have_ours else "zhserve was not measured in this run (add the `zhserve` and `base` sections). ")
-        + "At BERT-base size zhserve is measured on /v1/analyze only (the `base` section).",
+        + "At BERT-base size zhserve's figures are the `base` section's (the same twins).",
     )  # fmt: skip
     for size in measured:
         report.table(

@@ -65,3 +65,37 @@ def test_the_headline_divides_zhserve_by_the_best_peer_and_says_when_zhserve_did
     assert by_key[("embedded models", "/v1/sentiment")][4:] == ["–", "–"]
     assert by_key[("BERT-base INT8 shape twins", "/v1/analyze")][5] == "0.50×"
     assert by_key[("BERT-base INT8 shape twins", "/v1/ner")][3].startswith("gunicorn -w 2: 50.0")
+
+
+def test_the_base_section_measures_zhserve_on_every_route_when_the_peers_need_it(monkeypatch, tmp_path) -> None:
+    class FakeService:
+        url = "http://127.0.0.1:1"
+
+        def stop(self) -> float:
+            return 0.0
+
+    measured: list[str] = []
+
+    def fake_wrk(url: str, script, clients: int, seconds: float, label: str, items: int = 1) -> bench.Point:
+        measured.append(url.removeprefix(FakeService.url))
+        return point(10.0 * clients)
+
+    twins = {"ner": tmp_path / "ner", "sentiment": tmp_path / "sentiment"}
+    monkeypatch.setattr(bench, "base_twins", lambda work: (twins, twins))
+    monkeypatch.setattr(bench, "start_seed", lambda *args, **kwargs: FakeService())
+    monkeypatch.setattr(bench, "start_zhserve", lambda *args, **kwargs: FakeService())
+    monkeypatch.setattr(bench, "stop_zhserve", lambda service: (0.0, []))
+    monkeypatch.setattr(bench, "stack_memory", lambda service: [["stack", "1 MiB"], ["replica NER (RSS)", "1 MiB"]])
+    monkeypatch.setattr(bench, "warm_up", lambda url, script: None)
+    monkeypatch.setattr(bench, "wrk", fake_wrk)
+    lua = {"text": tmp_path / "text.lua"}
+
+    only_analyze = bench.base_size(bench.Report(), tmp_path, lua, 1.0, [1, 16])
+    assert set(only_analyze) == {("analyze", 1), ("analyze", 16)}
+    measured.clear()
+    report = bench.Report()
+    every = bench.base_size(report, tmp_path, lua, 1.0, [1, 16], every_route=True)
+    assert set(every) == {(route, count) for route in bench.PEER_ROUTES for count in (1, 16)}
+    assert every[("ner", 16)].rps == 160.0
+    assert measured.count("/v1/ner") == measured.count("/v1/sentiment") == 2
+    assert any("Production size" in line for line in report.lines)
