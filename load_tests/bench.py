@@ -17,7 +17,8 @@ Sections (all by default, in this order; figures in one run are measured side by
   level, the replicas' CPU layout and how many calls the ingress keeps in flight.
 - ``base``: production size, BERT-base INT8 shape twins (``zhserve-models twin --size base`` →
   export), served by zhserve and by the seed design, and the seed as it really ran: the twins'
-  FP32 PyTorch weights behind Flask + lock.
+  FP32 PyTorch weights behind Flask + lock. With ``peers``, zhserve is measured on every route
+  here, for the headline.
 - ``peers``: the serving frameworks a user would pick instead, on the same model core and model
   directories, embedded and BERT-base (the ``base`` section's twins) sizes, every route
   (``/ner``, ``/predict``, ``/analyze``) at each client count: the seed design (Flask + lock,
@@ -979,8 +980,9 @@ def peers(
             note="Same routes, JSON and model core (`deployments.runtime`, one intra-op thread per process) for every "
             "peer; Mosec and LitServe as their documentation recommends for batched CPU inference (one worker per core "
             "and stage, batches of up to 16, 10 ms batch wait; the settings and the quotes behind them are in "
-            "`load_tests/peers/mosec_server.py` and `litserve_server.py`). Every peer's answers were checked against "
-            "the model core's before and after its load."
+            "`load_tests/peers/mosec_server.py` and `litserve_server.py`). Every peer this section started gave the "
+            "model core's answers (entities and sentiment label of each sentence, every route) before and after its "
+            "load; the seed section's points are reused."
             + (" Wrong answers after load: " + "; ".join(broken) + "." if broken else ""),
         )  # fmt: skip
 
