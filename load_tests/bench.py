@@ -925,6 +925,7 @@ def peers(
     reused rather than measured again; ``ours`` holds zhserve's points by (size, route, clients)."""
     points: dict[tuple[str, str, str, int], Point] = {}
     broken: list[str] = []
+    reused_seed = False
     for size in sizes:
         if size == "base":
             dirs, _ = base_twins(work)
@@ -938,6 +939,7 @@ def peers(
             if len(reused) == len(PEER_ROUTES) * len(clients):
                 print(f"\n[peers] {PEERS[kind]}, {SIZES[size]}: the seed section's points", flush=True)
                 points.update({(size, kind, route, count): point for (route, count), point in reused.items()})
+                reused_seed = True
                 continue
             print(f"\n[peers] {PEERS[kind]}, {SIZES[size]}", flush=True)
             reference = reference or reference_answers(ner_dir, sentiment_dir)
@@ -982,7 +984,7 @@ def peers(
             "and stage, batches of up to 16, 10 ms batch wait; the settings and the quotes behind them are in "
             "`load_tests/peers/mosec_server.py` and `litserve_server.py`). Every peer this section started gave the "
             "model core's answers (entities and sentiment label of each sentence, every route) before and after its "
-            "load; the seed section's points are reused."
+            "load." + (" Flask's and gunicorn's points are the seed section's." if reused_seed else "")
             + (" Wrong answers after load: " + "; ".join(broken) + "." if broken else ""),
         )  # fmt: skip
 
