@@ -1,6 +1,7 @@
 """`make bench`: zhserve against the design it replaced and against its own limit, in one run.
 
     .venv/bin/python load_tests/bench.py [--seconds 15] [--clients 1,4,16] [--sections ...] [--out BENCHMARKS.md]
+        [--peers flask,gunicorn,mosec,litserve] [--peer-sizes embedded,base] [--warm-up 20]
 
 Sections (all by default, in this order; figures in one run are measured side by side):
 
@@ -16,7 +17,15 @@ Sections (all by default, in this order; figures in one run are measured side by
   level, the replicas' CPU layout and how many calls the ingress keeps in flight.
 - ``base``: production size, BERT-base INT8 shape twins (``zhserve-models twin --size base`` →
   export), served by zhserve and by the seed design, and the seed as it really ran: the twins'
-  FP32 PyTorch weights behind Flask + lock.
+  FP32 PyTorch weights behind Flask + lock. With ``peers``, zhserve is measured on every route
+  here, for the headline.
+- ``peers``: the serving frameworks a user would pick instead, on the same model core and model
+  directories, embedded and BERT-base (the ``base`` section's twins) sizes, every route
+  (``/ner``, ``/predict``, ``/analyze``) at each client count: the seed design (Flask + lock,
+  gunicorn -w 2; the ``seed`` section's points when it ran), Mosec and LitServe, each configured as
+  its documentation recommends for batched CPU inference (``load_tests/peers/``, which says which
+  settings and why). Its headline table is zhserve / the best peer per route, next to the peers'
+  own tables; ``--peers`` and ``--peer-sizes`` pick a subset.
 - ``memory``: idle PSS of the whole local stack, RSS per replica, cold start to a first correct
   answer, and the time ``Ctrl+C`` takes to leave nothing behind.
 
@@ -441,10 +450,14 @@ def commit() -> str:
 
 
 def main() -> None:
+    global WARM_UP_S
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15, help="duration of each load level")
     parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--sections", default="limit,seed,zhserve,levers,base,memory")
+    parser.add_argument("--sections", default="limit,seed,zhserve,levers,base,peers,memory")
+    parser.add_argument("--peers", default=",".join(PEERS), help="the peers the peers section measures")
+    parser.add_argument("--peer-sizes", default=",".join(SIZES), help="model sizes the peers section serves")
+    parser.add_argument("--warm-up", type=float, default=WARM_UP_S, help="seconds at 16 clients before the points")
     parser.add_argument("--out", default=str(REPO_ROOT / "BENCHMARKS.md"))
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument(
@@ -458,6 +471,7 @@ def main() -> None:
         help="the NER tier every section serves (models/ner-e5 is the e5 tier)",
     )
     options = parser.parse_args()
+    WARM_UP_S = options.warm_up
     if shutil.which("wrk") is None:
         raise SystemExit("error: wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
     sections = options.sections.split(",")
@@ -578,8 +592,14 @@ def main() -> None:
 
     if "levers" in sections:
         levers(report, work, lua, seconds, tier)
+    ours_by_size = {("embedded", route, count): point for (route, count), point in ours.items()}
     if "base" in sections:
-        base_size(report, work, lua, seconds, clients)
+        every_route = "peers" in sections and "base" in options.peer_sizes.split(",")
+        for (route, count), point in base_size(report, work, lua, seconds, clients, every_route=every_route).items():
+            ours_by_size[("base", route, count)] = point
+    if "peers" in sections:
+        peers(report, work, lua, seconds, clients, sizes=options.peer_sizes.split(","), kinds=options.peers.split(","),
+              tier=tier, seed=seed, ours=ours_by_size)  # fmt: skip
     if memory_rows:
         report.table("Memory, start and stop (embedded models, `make run`'s configuration)", ["what", "measured"],
                      memory_rows)  # fmt: skip
@@ -650,19 +670,47 @@ def levers(report: Report, work: Path, lua: dict[str, Path], seconds: float, tie
     )
 
 
-def base_size(report: Report, work: Path, lua: dict[str, Path], seconds: float, clients: Sequence[int]) -> None:
+_TWINS: dict[Path, tuple[dict[str, Path], dict[str, Path]]] = {}
+
+
+def base_twins(work: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The BERT-base INT8 shape twins (exported directories, and their ModelScope-layout sources),
+    built and exported once per run: the ``base`` and ``peers`` sections serve the same ones. A
+    ``--work`` folder that already holds both (twins are seeded: the same code builds the same
+    twins) is reused."""
+    if work in _TWINS:
+        return _TWINS[work]
     from training.export.exporter import export_model
     from training.export.twin import build_twin
 
+    dirs = {task: work / f"twin-{task}" for task in ("ner", "sentiment")}
+    sources = {task: work / f"twin-{task}-src" for task in ("ner", "sentiment")}
+    if all((dirs[t] / "manifest.json").is_file() and sources[t].is_dir() for t in dirs):
+        print(f"\n[base] BERT-base shape twins: reusing those in {work}", flush=True)
+        _TWINS[work] = dirs, sources
+        return dirs, sources
     print("\n[base] BERT-base shape twins: build and export", flush=True)
-    dirs: dict[str, Path] = {}
-    sources: dict[str, Path] = {}
     for task in ("ner", "sentiment"):
-        sources[task], dirs[task] = work / f"twin-{task}-src", work / f"twin-{task}"
-        for path in (sources[task], dirs[task]):
+        for path in (dirs[task], sources[task]):
             shutil.rmtree(path, ignore_errors=True)
         build_twin(task, "base", sources[task])  # type: ignore[arg-type]
         export_model(task, sources[task], dirs[task])  # type: ignore[arg-type]
+    _TWINS[work] = dirs, sources
+    return dirs, sources
+
+
+def base_size(
+    report: Report,
+    work: Path,
+    lua: dict[str, Path],
+    seconds: float,
+    clients: Sequence[int],
+    *,
+    every_route: bool = False,
+) -> dict[tuple[str, int], Point]:
+    """The ``base`` section; returns zhserve's points by (route key, clients): /v1/analyze, and with
+    ``every_route`` (the ``peers`` headline needs them) /v1/ner and /v1/sentiment too."""
+    dirs, sources = base_twins(work)
     seed_env = {"SEED_NER_MODEL": str(dirs["ner"]), "SEED_SENTIMENT_MODEL": str(dirs["sentiment"])}
     points: dict[tuple[str, int], Point] = {}
     runs = [
@@ -688,6 +736,11 @@ def base_size(report: Report, work: Path, lua: dict[str, Path], seconds: float, 
         warm_up(service.url + "/v1/analyze", lua["text"])
         for count in clients:
             points[(name, count)] = wrk(service.url + "/v1/analyze", lua["text"], count, seconds, f"{name} /v1/analyze")
+        for route in ("ner", "sentiment") if every_route else ():
+            path = ZHSERVE_ROUTES[route]
+            for count in clients:
+                points[(f"{name} {route}", count)] = wrk(service.url + path, lua["text"], count, seconds,
+                                                         f"{name} {path}")  # fmt: skip
         replica_rows = stack_memory(service)
     finally:
         stop_zhserve(service)
@@ -709,6 +762,231 @@ def base_size(report: Report, work: Path, lua: dict[str, Path], seconds: float, 
         "path; 2,048 MiB memory budget per replica. Replica memory at idle: "
         + "; ".join(f"{what}: {value}" for what, value in replica_rows[1:]) + ".",
     )  # fmt: skip
+    ours = {("analyze", count): points[(name, count)] for count in clients}
+    for route in ("ner", "sentiment") if every_route else ():
+        ours.update({(route, count): points[(f"{name} {route}", count)] for count in clients})
+    return ours
+
+
+# ------------------------------------------------------------------------------------------
+# Peers: the serving frameworks a user would pick instead, on the same model core
+
+
+PEER_ROUTES = {"ner": "/ner", "sentiment": "/predict", "analyze": "/analyze"}
+"""The seed design's routes (every peer serves the same ones, same JSON) by zhserve route key."""
+ZHSERVE_ROUTES = {"ner": "/v1/ner", "sentiment": "/v1/sentiment", "analyze": "/v1/analyze"}
+PEERS = {"flask": "Flask + lock", "gunicorn": "gunicorn -w 2", "mosec": "Mosec", "litserve": "LitServe"}
+"""Every peer by key, in table order: the seed design (Flask + lock, and gunicorn with 2 workers)
+and the two batching frameworks (``load_tests/peers/``, settings and reasons in their docstrings)."""
+SIZES = {"embedded": "embedded models", "base": "BERT-base INT8 shape twins"}
+
+
+def best_peer(points: dict[str, Point]) -> tuple[str, Point] | None:
+    """The peer with the most requests per second (ties: the lower p99) among those that answered
+    every request; ``None`` when none did. A peer with errors cannot be the one to beat."""
+    clean = [(name, point) for name, point in points.items() if point.errors == 0 and point.requests > 0]
+    if not clean:
+        return None
+    return max(clean, key=lambda item: (item[1].rps, -item[1].p99_ms))
+
+
+def _rps(rps: float) -> str:
+    return f"{rps:.1f}" if rps < 100 else f"{rps:.0f}"
+
+
+def peer_cell(point: Point | None) -> str:
+    """``req/s / p50 / p99 ms`` of one point, with its errors if any; ``–`` when not measured."""
+    if point is None:
+        return "–"
+    text = f"{_rps(point.rps)} / {point.p50_ms:.1f} / {point.p99_ms:.1f}"
+    return text + (f" ({point.errors} errors)" if point.errors else "")
+
+
+def _at(points: dict[tuple[str, str, str, int], Point], size: str, route: str, count: int) -> dict[str, Point]:
+    """Every peer's point at one size, route and client count, by peer key."""
+    return {kind: points[(size, kind, route, count)] for kind in PEERS if (size, kind, route, count) in points}
+
+
+def peer_rows(points: dict[tuple[str, str, str, int], Point], size: str, clients: Sequence[int]) -> list[list[str]]:
+    """One row per route and client count: every peer's cell, then the best peer's name."""
+    rows = []
+    for route, path in PEER_ROUTES.items():
+        for count in clients:
+            found = _at(points, size, route, count)
+            best = best_peer(found)
+            rows.append([path, str(count), *(peer_cell(found.get(kind)) for kind in PEERS),
+                         PEERS[best[0]] if best else "–"])  # fmt: skip
+    return rows
+
+
+def headline_rows(
+    points: dict[tuple[str, str, str, int], Point],
+    ours: dict[tuple[str, str, int], Point],
+    sizes: Sequence[str],
+    clients: Sequence[int],
+) -> list[list[str]]:
+    """zhserve against the best peer, per size, route and client count: the best peer's name and
+    ``req/s / p99``, zhserve's (``ours``, keyed by size, route, clients; ``–`` when its section did
+    not run) and zhserve's req/s over the best peer's."""
+    rows = []
+    for size in sizes:
+        for route in PEER_ROUTES:
+            for count in clients:
+                found = _at(points, size, route, count)
+                best = best_peer(found)
+                if not found:
+                    continue
+                mine = ours.get((size, route, count))
+                rows.append([
+                    SIZES[size], ZHSERVE_ROUTES[route], str(count),
+                    f"{PEERS[best[0]]}: {_rps(best[1].rps)} / {best[1].p99_ms:.1f}" if best else "–",
+                    f"{_rps(mine.rps)} / {mine.p99_ms:.1f}" + (f" ({mine.errors} errors)" if mine.errors else "")
+                    if mine else "–",
+                    ratio(mine.rps, best[1].rps) if mine and best else "–",
+                ])  # fmt: skip
+    return rows
+
+
+def reference_answers(ner_dir: Path, sentiment_dir: Path) -> dict[str, list[Any]]:
+    """What the model core answers for each benchmark sentence, run alone, in this process."""
+    from deployments.runtime.ner import NerModel
+    from deployments.runtime.sentiment import SentimentModel
+
+    ner = NerModel.from_model_dir(ner_dir, intra_op_threads=1)
+    sentiment = SentimentModel.from_model_dir(sentiment_dir, intra_op_threads=1)
+    return {
+        "entities": [[e.to_dict() for e in ner.predict([text])[0]] for text in SENTENCES],
+        "sentiment": [sentiment.predict([text])[0].to_dict() for text in SENTENCES],
+    }
+
+
+def answer_problems(url: str, reference: dict[str, list[Any]], *, golden: bool) -> list[str]:
+    """Where a peer's answers on every route differ from the model core's: the entities (text, label,
+    span) and the sentiment label of each benchmark sentence, and (``golden``) 马云 PER 8..10."""
+
+    def spans(entities: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(e["text"], e["label"], e["start"], e["end"]) for e in entities]
+
+    problems = []
+    for index, text in enumerate(SENTENCES):
+        answers = {}
+        for route, path in PEER_ROUTES.items():
+            response = httpx.post(url + path, json={"text": text}, timeout=60)
+            if response.status_code != 200:
+                problems.append(f"{path} answered {response.status_code}: {response.text[:200]}")
+                continue
+            answers[route] = response.json()
+        want = spans(reference["entities"][index]), reference["sentiment"][index]["label"]
+        got: dict[str, tuple[Any, Any]] = {}
+        with contextlib.suppress(KeyError, TypeError):
+            got["ner"] = spans(answers["ner"]["entities"]), want[1]
+        with contextlib.suppress(KeyError, TypeError):
+            got["sentiment"] = want[0], answers["sentiment"]["label"]
+        with contextlib.suppress(KeyError, TypeError):
+            got["analyze"] = spans(answers["analyze"]["ner"]["entities"]), answers["analyze"]["sentiment"]["label"]
+        for route in answers:
+            if got.get(route) != want:
+                problems.append(f"{PEER_ROUTES[route]} on sentence {index}: {answers[route]} is not {want}")
+        if golden and index == 0 and "analyze" in got and GOLDEN not in got["analyze"][0]:
+            problems.append(f"/analyze lacks the golden entity {GOLDEN}")
+    return problems
+
+
+def start_peer(kind: str, work: Path, ner_dir: Path, sentiment_dir: Path) -> Service:
+    """A peer on the given model directories, on a free loopback port, ready when /ner answers."""
+    if kind in ("flask", "gunicorn"):
+        extra = {"SEED_NER_MODEL": str(ner_dir), "SEED_SENTIMENT_MODEL": str(sentiment_dir)}
+        return start_seed(f"peer-{kind}", work, gunicorn=kind == "gunicorn", extra=extra)
+    port = free_port()
+    command = [PYTHON, f"load_tests/peers/{kind}_server.py", "--port", str(port), "--ner-model", str(ner_dir),
+               "--sentiment-model", str(sentiment_dir), "--workers", str(os.cpu_count() or 1)]  # fmt: skip
+
+    def ready(service: Service) -> bool:
+        return httpx.post(f"{service.url}/ner", json={"text": SENTENCES[0]}, timeout=30).status_code == 200
+
+    return start(f"peer-{kind}", command, env=dict(os.environ), ready=ready, port=port, work=work)
+
+
+def peers(
+    report: Report,
+    work: Path,
+    lua: dict[str, Path],
+    seconds: float,
+    clients: Sequence[int],
+    *,
+    sizes: Sequence[str],
+    kinds: Sequence[str],
+    tier: dict[str, str],
+    seed: dict[tuple[str, str, int], Point],
+    ours: dict[tuple[str, str, int], Point],
+) -> None:
+    """The ``peers`` section: every peer at both sizes, every route, every client count, and the
+    headline, zhserve / the best peer. ``seed`` (the seed section's points, embedded models) is
+    reused rather than measured again; ``ours`` holds zhserve's points by (size, route, clients)."""
+    points: dict[tuple[str, str, str, int], Point] = {}
+    broken: list[str] = []
+    reused_seed = False
+    for size in sizes:
+        if size == "base":
+            dirs, _ = base_twins(work)
+            ner_dir, sentiment_dir = dirs["ner"], dirs["sentiment"]
+        else:
+            ner_dir, sentiment_dir = Path(tier["ner_model"]), Path(tier["sentiment_model"])
+        reference: dict[str, list[Any]] = {}
+        for kind in kinds:
+            reused = {(route, count): seed[(kind, route, count)] for route in PEER_ROUTES for count in clients
+                      if size == "embedded" and (kind, route, count) in seed}  # fmt: skip
+            if len(reused) == len(PEER_ROUTES) * len(clients):
+                print(f"\n[peers] {PEERS[kind]}, {SIZES[size]}: the seed section's points", flush=True)
+                points.update({(size, kind, route, count): point for (route, count), point in reused.items()})
+                reused_seed = True
+                continue
+            print(f"\n[peers] {PEERS[kind]}, {SIZES[size]}", flush=True)
+            reference = reference or reference_answers(ner_dir, sentiment_dir)
+            service = start_peer(kind, work, ner_dir, sentiment_dir)
+            try:
+                problems = answer_problems(service.url, reference, golden=size == "embedded")
+                if problems:
+                    raise RuntimeError(f"{PEERS[kind]} gives wrong answers: " + "; ".join(problems[:5]))
+                print(f"  answers checked: {len(SENTENCES)} sentences × {len(PEER_ROUTES)} routes match the model core",
+                      flush=True)  # fmt: skip
+                warm_up(service.url + "/analyze", lua["text"])
+                for route, path in PEER_ROUTES.items():
+                    for count in clients:
+                        points[(size, kind, route, count)] = wrk(service.url + path, lua["text"], count, seconds,
+                                                                 f"{kind} {size} {path}")  # fmt: skip
+                problems = answer_problems(service.url, reference, golden=size == "embedded")
+                if problems:  # after load: keep the figures, say the answers went wrong
+                    broken.append(f"{PEERS[kind]} ({SIZES[size]}) after load: " + "; ".join(problems[:3]))
+                    print(f"  ! {broken[-1]}", flush=True)
+            finally:
+                service.stop()
+    measured = [size for size in sizes if any(key[0] == size for key in points)]
+    if not measured:
+        return
+    have_ours = any(key[0] in measured for key in ours)
+    report.table(
+        "zhserve / the best peer, per route",
+        ["size", "route", "clients", "best peer req/s / p99 ms", "zhserve req/s / p99 ms", "zhserve / best peer"],
+        headline_rows(points, ours, measured, clients),
+        note="The best peer is the one of " + ", ".join(PEERS[k] for k in kinds) + " with the most requests per "
+        "second at that route and client count (answering every request); the peers' own tables follow. "
+        + ("" if have_ours else "zhserve was not measured in this run (add the `zhserve` and `base` sections). ")
+        + "At BERT-base size zhserve's figures are the `base` section's (the same twins).",
+    )  # fmt: skip
+    for size in measured:
+        report.table(
+            f"The peers on the same model core: {SIZES[size]}",
+            ["route", "clients", *(f"{name} req/s / p50 / p99 ms" for name in PEERS.values()), "best peer"],
+            peer_rows(points, size, clients),
+            note="Same routes, JSON and model core (`deployments.runtime`, one intra-op thread per process) for every "
+            "peer; Mosec and LitServe as their documentation recommends for batched CPU inference (one worker per core "
+            "and stage, batches of up to 16, 10 ms batch wait; the settings and the quotes behind them are in "
+            "`load_tests/peers/mosec_server.py` and `litserve_server.py`). Every peer this section started gave the "
+            "model core's answers (entities and sentiment label of each sentence, every route) before and after its "
+            "load." + (" Flask's and gunicorn's points are the seed section's." if reused_seed else "")
+            + (" Wrong answers after load: " + "; ".join(broken) + "." if broken else ""),
+        )  # fmt: skip
 
 
 def write_markdown(path: Path, report: Report, started: dt.datetime, idle: float, tiers: str) -> None:
