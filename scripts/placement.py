@@ -81,7 +81,8 @@ class Placement:
 
     def describe(self) -> str:
         lines = [
-            f"  pod {index}: " + ", ".join(ask.deployment for ask in node.replicas)
+            f"  pod {index}: "
+            + ", ".join(ask.deployment for ask in node.replicas)
             + f"  ({sum(a.cpus for a in node.replicas):g} of {node.shape.cpus:g} CPUs,"
             f" {sum(a.memory_bytes for a in node.replicas) // MIB} of {node.shape.memory_bytes // MIB} MiB)"
             for index, node in enumerate(self.nodes)
