@@ -131,6 +131,11 @@ def test_core_kinds_are_valid_kubernetes_with_unknown_fields_refused() -> None:
     for name in ("pdb.yaml",):
         for resource in load_all(REPO_ROOT / "k8s" / name):
             kubernetes_validate.validate(resource, version, strict=True)
+    # the RayService's pod templates, as the Pods KubeRay makes of them
+    for template in pod_templates(load(REPO_ROOT / "k8s" / "rayservice.yaml")):
+        metadata = {"name": "zhserve-pod", **template["metadata"]}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+        kubernetes_validate.validate(pod, version, strict=True)
     with pytest.raises(kubernetes_validate.ValidationError):
         bad = load(REPO_ROOT / "k8s" / "pdb.yaml")
         bad["spec"]["maxUnavailabe"] = 1
@@ -176,6 +181,16 @@ def test_replicas_drain_for_longer_than_the_longest_request(
     assert min(graceful) > proxy_timeout
     for template in pod_templates(rayservice):
         assert template["spec"]["terminationGracePeriodSeconds"] > max(graceful)
+    # On SIGTERM Ray drains its node (Serve moves and gracefully stops the replicas) for up to
+    # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S (default 30 s): longer than the replicas' graceful stop,
+    # shorter than the pod's grace period.
+    from ray._private import ray_constants
+
+    assert hasattr(ray_constants, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S")
+    for group in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        (container,) = group["template"]["spec"]["containers"]
+        drain = float({e["name"]: e["value"] for e in container["env"]}["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"])
+        assert max(graceful) < drain < group["template"]["spec"]["terminationGracePeriodSeconds"]
 
 
 def test_model_replicas_reserve_a_cpu_for_every_thread_they_run(serve_config: dict[str, Any]) -> None:
