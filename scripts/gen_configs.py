@@ -156,13 +156,9 @@ def _merge(source: Any, overlay: Any, path: KeyPath, touched: set[KeyPath]) -> A
 
 
 def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value)
+    if not isinstance(value, str):  # numbers, booleans, null as YAML writes them (1e-05 → 1.0e-05)
+        return str(yaml.safe_dump(value, default_flow_style=True).splitlines()[0])
+    text = value
     plain = re.fullmatch(r"[\w./:@+-]+", text) is not None and not text.startswith(("-", ":", "@"))
     return text if plain and yaml.safe_load(text) == text else json.dumps(text, ensure_ascii=False)
 
@@ -200,6 +196,11 @@ def _emit(node: Any, path: KeyPath, indent: int, notes: dict[KeyPath, Comments],
             out += _line(indent, f"{key}: {{}}", notes.get(key_path))
         else:
             out += _line(indent, f"{key}: {_scalar(value)}", notes.get(key_path))
+
+
+def merge(source: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` merged onto ``source``: mappings by key, lists of named items by ``name``."""
+    return dict(_merge(source, overlay, (), set()))
 
 
 def render(source: Annotated, overlay: Annotated, banner: str) -> str:

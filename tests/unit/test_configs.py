@@ -40,6 +40,22 @@ def test_every_generated_config_is_a_valid_serve_config_saying_where_it_comes_fr
         ServeDeploySchema.model_validate(yaml.safe_load(text))
 
 
+def test_every_generated_config_holds_exactly_the_source_merged_with_its_overlay() -> None:
+    source = load(REPO_ROOT / gen_configs.SOURCE)
+    for path, text in gen_configs.generate().items():
+        data = yaml.safe_load(text)
+        if path == gen_configs.RAYSERVICE:
+            data = yaml.safe_load(data["spec"]["serveConfigV2"])
+        overlay = load(REPO_ROOT / gen_configs.TARGETS[path]) or {}
+        assert data == gen_configs.merge(source, overlay), path
+
+
+def test_scalars_are_written_as_yaml_reads_them_back() -> None:
+    values = {"f": 1e-05, "g": 0.25, "i": 1073741824, "b": False, "n": None, "s": "0.0.0.0", "t": "a: b", "u": "1"}
+    text = gen_configs.render(gen_configs.parse(""), gen_configs.parse(yaml.safe_dump(values)), "# b")
+    assert yaml.safe_load(text) == values
+
+
 def test_the_one_box_config_is_the_source_itself() -> None:
     assert load(REPO_ROOT / "serve_config.yaml") == load(REPO_ROOT / "configs" / "app.yaml")
 
