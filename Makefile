@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup setup-test lint typecheck bench loadtest train train-cnn train-encoder eval clean
+.PHONY: run test setup setup-test lint typecheck configs bench loadtest train train-cnn train-encoder clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -44,6 +44,13 @@ lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+typecheck: setup-test
+	$(BIN)/mypy
+
+## Write serve_config.yaml, serve_config.cluster.yaml, serve_config.base.yaml and the RayService's serveConfigV2 from configs/ (edit configs/app.yaml and its overlays, never the copies).
+configs: setup
+	$(BIN)/python -m scripts.gen_configs
 
 ## Rebuild the embedded models from ../shared/data: the CNN models (53 min on this 2-core machine), then the e5 models.
 train: train-cnn train-encoder

@@ -9,7 +9,8 @@
 The options are the fields of ``training.config`` (shared settings without a prefix, ``--ner-*`` and
 ``--sentiment-*`` for the recipes), validated before anything runs. ``--config`` starts from a run's
 ``config.json`` or a model directory's ``manifest.json`` (its ``provenance.config``); options given on the
-command line override it. Bad options print one ``error:`` line and exit with status 2.
+command line override it. User errors (bad options, a missing data directory or file, malformed JSONL, the
+[train] extra not installed) print one ``error:`` line and exit with status 2 (``training.errors``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from training.config import NerRecipe, RunConfig, SentimentRecipe, Settings
+from training.errors import UserError, existing_dir, run_cli
 
 log = logging.getLogger("zhserve.train")
 
@@ -39,7 +41,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], str]] = {
 }
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A command line that does not describe a valid run."""
 
 
@@ -181,30 +183,28 @@ def parse(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, RunCon
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
+    return run_cli("zhserve-train", lambda: _run(argv))
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["encoder"]:  # its own options: training.encoder.pipeline
         from training.encoder.pipeline import main as encoder_main
 
         return encoder_main(argv[1:])
-    try:
-        args, config = parse(argv)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args, config = parse(argv)
     if config is None:
         from training import data as D
 
+        existing_dir(args.data, "--data")
         seed = args.seed if args.split_seed is None else args.split_seed
         hold_out_fruit = args.sentiment_hold_out == "fruit"
         for name, path in D.write_dev_splits(args.data, args.dir, seed=seed, hold_out_fruit=hold_out_fruit).items():
             log.info("dev split %s: %s", name, path)
         return 0
+    existing_dir(config.settings.data, "--data")
     from training.run import train
 
-    try:
-        return train(config)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return train(config)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from deployments.runtime.tokenizer import NUM_SPECIAL_PER_SEQUENCE, BertChineseTokenizer
+from training.errors import UserError, existing_file
 
 ENTITY_TYPES = ("PER", "LOC", "ORG")
 SENTIMENT_LABELS = ("negative", "positive")  # logit order of the shipped sentiment model
@@ -31,8 +32,26 @@ def bioes_labels(entity_types: Sequence[str] = ENTITY_TYPES) -> list[str]:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """The JSON objects of a JSONL file, one a line (blank lines skipped). A missing file or a line
+    that is not UTF-8 or not a JSON object is a ``UserError`` naming the file and the line."""
+    existing_file(path, "data file")
+    rows: list[dict] = []
+    with open(path, "rb") as handle:  # decoded line by line, so a bad byte is reported at its line
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path} line {number}: not UTF-8 ({exc.reason})") from exc
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path} line {number}: not JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(row, dict):
+                raise UserError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
 
 
 def split_dev(rows: Sequence[dict], fraction: float, *, seed: int = DEFAULT_SEED) -> tuple[list, list]:

@@ -13,6 +13,9 @@ NER texts are cut into consecutive windows at token boundaries (entities are shi
 document's offsets; an entity crossing a window edge can be missed) and longer sentiment texts are
 truncated to their head; the count is reported. In ``--url`` mode texts are sent whole: the service
 does its own chunking.
+
+User errors (a missing or malformed data file, with its line number; a bad model directory; a service
+that cannot be reached or refuses the request) print one ``error:`` line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -21,24 +24,27 @@ import argparse
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from deployments.runtime.model_dir import ModelDirError
 from deployments.runtime.ner import NerModel
 from deployments.runtime.sentiment import SentimentModel
 from training.data import read_jsonl
+from training.errors import UserError, run_cli
 from training.metrics import Span, entity_scores, sentiment_scores
 
 
 def detect_task(rows: Sequence[dict]) -> str:
     if not rows:
-        raise SystemExit("the data file has no rows")
+        raise UserError("the data file has no rows")
     if "entities" in rows[0]:
         return "ner"
     if "label" in rows[0]:
         return "sentiment"
-    raise SystemExit("rows have neither 'entities' (NER) nor 'label' (sentiment); pass --task")
+    raise UserError("rows have neither 'entities' (NER) nor 'label' (sentiment); pass --task")
 
 
 def token_windows(tokenizer, text: str, max_tokens: int) -> list[tuple[int, int]]:
@@ -71,7 +77,11 @@ class CorePredictor:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, task: str, *, threads: int, batch_size: int) -> CorePredictor:
         model_class = NerModel if task == "ner" else SentimentModel
-        return cls(model_class.from_model_dir(model_dir, intra_op_threads=threads), batch_size=batch_size)
+        try:
+            model = model_class.from_model_dir(model_dir, intra_op_threads=threads)
+        except ModelDirError as exc:
+            raise UserError(f"--model-dir: {exc}") from exc
+        return cls(model, batch_size=batch_size)
 
     def _batches(self, items: list[str]):
         lengths = self.tokenizer.count_tokens(items)
@@ -113,6 +123,8 @@ class ServicePredictor:
     """Predictions from a running service: ``POST {url}/v1/batch``."""
 
     def __init__(self, url: str, *, batch_size: int, timeout: float) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise UserError(f"--url {url}: expected http://HOST:PORT or https://...")
         self.endpoint = url.rstrip("/") + "/v1/batch"
         self.batch_size = batch_size
         self.timeout = timeout
@@ -123,8 +135,16 @@ class ServicePredictor:
         request = urllib.request.Request(
             self.endpoint, data=body, headers={"Content-Type": "application/json"}, method="POST"
         )
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            payload = json.loads(response.read().decode("utf-8"))
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(300).decode("utf-8", "replace").strip()
+            raise UserError(f"{self.endpoint} answered {exc.code} {exc.reason}: {detail}") from exc
+        except urllib.error.URLError as exc:
+            raise UserError(f"cannot reach {self.endpoint}: {exc.reason}") from exc
+        except TimeoutError as exc:
+            raise UserError(f"{self.endpoint} did not answer within --timeout {self.timeout:g} s") from exc
         results = payload["results"]
         if len(results) != len(texts):
             raise RuntimeError(f"sent {len(texts)} texts but the service answered {len(results)} results")
@@ -198,7 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="score only the first N rows")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    return run_cli("zhserve-eval", lambda: _run(args))
 
+
+def _run(args: argparse.Namespace) -> int:
     rows = read_jsonl(args.data)
     if args.limit:
         rows = rows[: args.limit]

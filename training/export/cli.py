@@ -5,7 +5,8 @@
     zhserve-models export --task sentiment --source ./structbert-dir --out models/structbert-base --no-int8
     zhserve-models twin --task ner --size base --out runs/twins/raner-src
 
-Failures print one ``error:`` line and exit with status 2; no traceback.
+Failures print one ``error:`` line and exit with status 2; no traceback (``training.errors``): a source
+that cannot be read or downloaded, a bad output path, the [export] extra not installed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from training.export.errors import ExportError
+from training.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,16 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "export":
-            return _export(args)
-        return _twin(args)
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_cli("zhserve-models", lambda: _export(args) if args.command == "export" else _twin(args))
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from training.errors import UserError
 
-class ExportError(Exception):
+
+class ExportError(UserError):
     """Any failure the CLI reports as a one-line message (exit status 2) instead of a traceback."""
 
 
