@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flamegraphs", type=Path, help="directory for py-spy SVG flame graphs")
     parser.add_argument("--flamegraph-format", default="flamegraph", choices=["flamegraph", "raw", "speedscope"])
     parser.add_argument("--override", action="append", default=[], help="serve config override (bench.py syntax)")
+    parser.add_argument("--arg", action="append", default=[], help="builder arg KEY=VALUE (e.g. ner_model=DIR)")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the stack's environment")
     parser.add_argument("--label", default="make run's configuration")
     parser.add_argument("--no-limit", action="store_true", help="skip the in-process model-core measurement")
     parser.add_argument("--out", type=Path, help="append the tables to this markdown file")
@@ -215,13 +217,17 @@ def main(argv: list[str] | None = None) -> None:
     lua = scripts(work)
     limits: dict[str, float] = {}
     if not options.no_limit:
-        ner_dir, sentiment_dir = REPO_ROOT / "models" / "ner", REPO_ROOT / "models" / "sentiment-e5"
+        given = dict(item.split("=", 1) for item in options.arg)
+        ner_dir = Path(given.get("ner_model", REPO_ROOT / "models" / "ner"))
+        sentiment_dir = Path(given.get("sentiment_model", REPO_ROOT / "models" / "sentiment-e5"))
         for route in routes:
             kind = {"ner": "ner", "sentiment": "sentiment", "analyze": "both"}[route]
             rate = core_limit(kind, 2, 10, ner_dir, sentiment_dir)
             limits[route] = 2000 / rate
             print(f"model core in process, {kind}: {rate:,.0f} texts/s = {limits[route]:.2f} CPU ms per text")
-    service = start_zhserve("zhserve", work, overrides=options.override)
+    env = dict(item.split("=", 1) for item in options.env)
+    args = dict(item.split("=", 1) for item in options.arg) or None
+    service = start_zhserve("zhserve", work, overrides=options.override, env=env, args=args, golden=args is None)
     budgets = []
     try:
         for route in routes:

@@ -25,6 +25,12 @@ SECONDS_PER_TOKEN_PRIOR = 0.0005
 ~20 ms for 40 tokens on one core), so a cold service refuses too much rather than too little;
 the embedded models cost ~20x less, and calibration replaces this within a second of start."""
 
+SHORT_SHARE = 0.95
+"""A short request (one that goes first in the next call, ``serve_app.model_client.SHORT_ROWS``)
+is admitted while the backlog with it fits this share of the time limit, more than a long one's:
+it finishes in the next call, and the work it goes ahead of is delayed by its few tokens only,
+within the margin between the two shares."""
+
 SMOOTHING = 0.2
 """Weight of each new call in the moving average."""
 
@@ -69,11 +75,13 @@ def decide(
     meter: RateMeter,
     horizon_s: float,
     limit_s: float,
+    short: bool = False,
 ) -> None:
     """Accept ``own_tokens`` more work or raise.
 
     413 when the request alone needs more than ``horizon_s`` (no wait would help); 503 with
-    Retry-After when the accepted backlog plus this request would not finish within it.
+    Retry-After when the accepted backlog plus this request would not finish within it (for a
+    ``short`` request, within ``SHORT_SHARE`` of ``limit_s``: it goes ahead of the backlog).
     """
     own_s = meter.seconds(own_tokens, slots)
     if own_s > horizon_s:
@@ -83,8 +91,9 @@ def decide(
             "send shorter or fewer texts"
         )
     total_s = meter.seconds(backlog_tokens + own_tokens, slots)
-    if backlog_tokens and total_s > horizon_s:
-        wait_s = max(1, math.ceil(total_s - horizon_s))
+    allowed_s = max(horizon_s, SHORT_SHARE * limit_s) if short else horizon_s
+    if backlog_tokens and total_s > allowed_s:
+        wait_s = max(1, math.ceil(total_s - allowed_s))
         raise OverloadedError(
             "the service is at capacity: the work already accepted fills what the models can "
             f"finish within the time limit; retry in {wait_s} s",

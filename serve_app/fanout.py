@@ -217,6 +217,10 @@ TOKENS_PER_CHAR_PRIOR = 1.0
 """Tokens per character before any text has been planned (BERT-Chinese: one per CJK character;
 the estimate follows the planned texts)."""
 
+SHORT_TEXT_CHARS = 200
+"""A text this short is taken as a short request in the estimate before planning (the exact
+check after planning counts its rows)."""
+
 ADMISSION_SHARE = 0.8
 """Accepted work must be finishable within this share of ``request_timeout_s`` (the rest is the
 margin for the ingress's own work and for the rate estimate being off)."""
@@ -238,7 +242,8 @@ class Pipeline:
         has been tokenised. The exact check follows the plan (``admit``)."""
         for task in tasks:
             tokens = max(1, int(chars * self.tokens_per_char[task]))
-            self.clients[task].admit(tokens, timeout_s * ADMISSION_SHARE, timeout_s)
+            rows = 1 if chars <= SHORT_TEXT_CHARS else None  # a sentence or two; long texts are checked exactly
+            self.clients[task].admit(tokens, timeout_s * ADMISSION_SHARE, timeout_s, rows=rows)
 
     def admit(self, plans: Sequence[DocumentPlan], timeout_s: float) -> None:
         """Admission control (``serve_app.admission``): 413 when these plans alone cannot finish
@@ -249,7 +254,8 @@ class Pipeline:
                 chars = sum(len(plan.text) for plan in plans if task in plan.tasks)
                 if chars:
                     self.tokens_per_char[task] += 0.2 * (tokens / chars - self.tokens_per_char[task])
-                client.admit(tokens, timeout_s * ADMISSION_SHARE, timeout_s)
+                rows = sum(len(plan.tasks[task].windows) for plan in plans if task in plan.tasks)
+                client.admit(tokens, timeout_s * ADMISSION_SHARE, timeout_s, rows=rows)
 
     def _submit(self, plans: Sequence[DocumentPlan]) -> list[dict[Task, list[asyncio.Future[Any]]]]:
         """Queue every window of ``plans``, one submission per model so that the windows of all

@@ -171,10 +171,12 @@ class ModelClient:
 
     # ---------------------------------------------------------------- admission
 
-    def admit(self, tokens: int, horizon_s: float, limit_s: float) -> None:
-        """Accept ``tokens`` more work or raise (``serve_app.admission.decide``): 413 when the
-        request alone cannot finish within ``horizon_s``, 503 + Retry-After when the backlog
-        with it could not. A model without a running replica refuses at once with 503."""
+    def admit(self, tokens: int, horizon_s: float, limit_s: float, *, rows: int | None = None) -> None:
+        """Accept ``tokens`` more work (in ``rows`` rows, if known) or raise
+        (``serve_app.admission.decide``): 413 when the request alone cannot finish within
+        ``horizon_s``, 503 + Retry-After when the backlog with it could not (a request of at most
+        ``SHORT_ROWS`` rows goes first, so more backlog is allowed ahead of it). A model without
+        a running replica refuses at once with 503."""
         if self.unavailable is not None:
             raise self._not_ready()
         try:
@@ -186,6 +188,7 @@ class ModelClient:
                 meter=self.meter,
                 horizon_s=horizon_s,
                 limit_s=limit_s,
+                short=rows is not None and rows <= SHORT_ROWS,
             )
         except Exception:
             self.stats.refused_tokens += tokens

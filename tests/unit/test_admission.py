@@ -1,0 +1,65 @@
+"""Admission decisions and the measured rate, without the model client."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.admission import SECONDS_PER_TOKEN_PRIOR, RateMeter, decide
+from serve_app.errors import OverloadedError, PayloadTooLargeError
+
+
+def meter(seconds_per_token: float = 0.001) -> RateMeter:
+    rate = RateMeter()
+    rate.calibrate(tokens=1000, seconds=1000 * seconds_per_token)
+    return rate
+
+
+def test_the_prior_holds_until_a_call_is_measured_then_the_calls_move_it() -> None:
+    rate = RateMeter()
+    assert rate.seconds_per_token == SECONDS_PER_TOKEN_PRIOR and not rate.calibrated
+    rate.observe(tokens=100, seconds=0.01)  # the first measured call replaces the prior
+    assert rate.seconds_per_token == pytest.approx(0.0001) and rate.calibrated
+    rate.observe(tokens=100, seconds=0.02)
+    assert 0.0001 < rate.seconds_per_token < 0.0002
+    rate.observe(tokens=0, seconds=1.0)  # nothing computed: ignored
+    rate.observe(tokens=10, seconds=0.0)
+    assert rate.calls == 2
+
+
+def test_work_that_cannot_finish_alone_is_413_naming_the_estimate_and_the_limit() -> None:
+    with pytest.raises(PayloadTooLargeError) as refused:
+        decide(model="NER", own_tokens=200_000, backlog_tokens=0, slots=2, meter=meter(), horizon_s=96, limit_s=120)
+    assert refused.value.status_code == 413
+    assert "about 100 s of NER model time" in refused.value.message
+    assert "200,000 tokens" in refused.value.message and "is 120 s" in refused.value.message
+
+
+def test_a_full_backlog_refuses_long_work_with_503_and_a_retry_after() -> None:
+    rate = meter()
+    decide(model="NER", own_tokens=10_000, backlog_tokens=0, slots=1, meter=rate, horizon_s=96, limit_s=120)
+    with pytest.raises(OverloadedError) as refused:
+        decide(model="NER", own_tokens=10_000, backlog_tokens=90_000, slots=1, meter=rate, horizon_s=96, limit_s=120)
+    assert refused.value.status_code == 503 and int(refused.value.headers["Retry-After"]) == 4  # 100 s - 96 s
+
+
+def test_a_short_request_fits_behind_a_backlog_that_refuses_long_ones() -> None:
+    """The short one goes first in the next call: it is admitted while the backlog fits 95 % of
+    the limit, and what it goes ahead of still finishes in time."""
+    rate = meter()
+    backlog = 100_000  # 100 s: over 0.8 × 120, under 0.95 × 120
+    with pytest.raises(OverloadedError):
+        decide(model="NER", own_tokens=30, backlog_tokens=backlog, slots=1, meter=rate, horizon_s=96, limit_s=120)
+    decide(
+        model="NER", own_tokens=30, backlog_tokens=backlog, slots=1, meter=rate, horizon_s=96, limit_s=120, short=True
+    )
+    with pytest.raises(OverloadedError):
+        decide(
+            model="NER",
+            own_tokens=30,
+            backlog_tokens=120_000,
+            slots=1,
+            meter=rate,
+            horizon_s=96,
+            limit_s=120,
+            short=True,
+        )
