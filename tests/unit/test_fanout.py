@@ -485,3 +485,20 @@ def test_a_short_request_is_not_stuck_behind_a_long_document(models: FakeModels)
     calls_for_short, entities = asyncio.run(scenario())
     assert calls_for_short <= 2, calls_for_short  # the call in flight, then the one that carries it
     assert entities == 800
+
+
+def test_calls_carry_what_the_model_computes_in_about_the_call_target(models: FakeModels) -> None:
+    """A slow model (measured) gets small calls, so a short request never waits long for the
+    call in front of it; a fast one gets full groups."""
+    pipeline = models.pipeline(group_size=16, calls_in_flight=1)
+    plan = pipeline.planner.plan("马云在杭州。" * 64, ["ner"], SETTINGS)
+    tokens_per_row = plan.tasks["ner"].token_count() / len(plan.tasks["ner"].windows)
+    slow = pipeline.clients["ner"].meter
+    slow.calibrate(tokens=1, seconds=0.05 / (2.5 * tokens_per_row))  # ~2.5 rows fill the call target
+    models.delay_s = 0.05  # each call takes the target: the measured rate stays where it is
+    asyncio.run(pipeline.analyze_plans([plan], 60))
+    assert max(models.calls["ner"]) <= 3, models.calls["ner"]
+    models.calls["ner"].clear()
+    pipeline.clients["ner"].meter.calibrate(tokens=1000, seconds=0.001)  # fast: full groups
+    asyncio.run(pipeline.analyze_plans([plan], 60))
+    assert models.calls["ner"][0] == 16, models.calls["ner"]
