@@ -117,10 +117,26 @@ class PlanSettings:
     overlap_tokens: int = 32
 
 
+def is_text_character(char: str) -> bool:
+    """Whether ``char`` is something to analyse: anything but a control (Cc), format (Cf) or
+    separator (Z*) character and the 66 noncharacters. Private use (Co) counts, and so does a code
+    point this Python's Unicode tables call unassigned (Cn): Python 3.11 knows Unicode 14, so the
+    CJK of Extensions H and I (Unicode 15, 15.1: U+31350 ...) is Cn here though it is Lo today."""
+    category = unicodedata.category(char)
+    if category[0] not in "CZ":
+        return True
+    if category == "Co":
+        return True
+    if category != "Cn":
+        return False
+    code = ord(char)
+    return not (0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE)  # noncharacters are never text
+
+
 def has_visible_character(text: str) -> bool:
-    """Whether ``text`` has a character outside the control/format (C*) and separator (Z*) categories.
-    Stops at the first one, so an ordinary text costs one character."""
-    return any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
+    """Whether ``text`` has a character to analyse (:func:`is_text_character`). Stops at the
+    first one, so an ordinary text costs one character."""
+    return any(is_text_character(char) for char in text)
 
 
 class Planner:
