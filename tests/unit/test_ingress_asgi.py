@@ -149,6 +149,47 @@ def test_a_request_over_its_time_limit_is_504(ingress: OfflineIngress, models: F
     assert_error(request(ingress, "POST", "/v1/ner", json={"text": "马云"}), 504, "timeout")
 
 
+def test_every_client_reads_the_413_from_the_server_a_replica_runs(ingress: OfflineIngress) -> None:
+    """uvicorn, as in a Serve replica, and a 15 MB body to the 8 MiB limit: urllib sends the whole
+    body before it reads, so without the lingering close the server's close with unread bytes
+    resets the connection and urllib reports "Connection reset by peer" (measured) instead of 413."""
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
+
+    import requests
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/ner"
+    server = uvicorn.Server(uvicorn.Config(build_fastapi_app(ingress), log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        body = b'{"text": "' + b"a" * (15 << 20) + b'"}'
+        answers: dict[str, tuple[int, dict[str, Any]]] = {}
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, headers=JSON), timeout=30)
+        except urllib.error.HTTPError as refused:
+            answers["urllib"] = (refused.code, json.loads(refused.read()))
+        answer = requests.post(url, data=body, headers=JSON, timeout=30)
+        answers["requests"] = (answer.status_code, answer.json())
+        reply = httpx.post(url, content=body, headers=JSON, timeout=30)
+        answers["httpx"] = (reply.status_code, reply.json())
+        assert set(answers) == {"urllib", "requests", "httpx"}
+        for name, (status, error) in answers.items():
+            assert status == 413 and error["error"]["code"] == "payload_too_large", name
+        assert httpx.post(url, json={"text": "马云在杭州。"}, timeout=30).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 # ------------------------------------------------------------------------------ the stream
 
 
