@@ -14,7 +14,7 @@ from ray.serve import Application
 from deployments.ner import NerServer
 from deployments.sentiment import SentimentServer
 from serve_app.config import AppArgs
-from serve_app.ingress import Ingress
+from serve_app.ingress import Ingress, make_fastapi_ingress
 
 # Defaults for `serve run serve_app.app:build_app` without a config file; serve_config.yaml
 # overrides any of them per deployment.
@@ -41,7 +41,9 @@ def build_app(args: dict[str, Any]) -> Application:
         **MODEL_DEPLOYMENT_DEFAULTS,
         user_config=settings.sentiment_config.model_dump(),
     )
-    ingress = serve.deployment(name="Ingress")(Ingress).options(
+    # The ingress class Serve runs builds its FastAPI app in each replica from that replica's own
+    # state (serve_app.ingress.make_fastapi_ingress): no app object is shared or pickled.
+    ingress = serve.deployment(name="Ingress")(make_fastapi_ingress(Ingress)).options(
         max_ongoing_requests=256,
         max_queued_requests=256,
         autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},

@@ -119,10 +119,26 @@ class PlanSettings:
     overlap_tokens: int = 32
 
 
+def is_text_character(char: str) -> bool:
+    """Whether ``char`` is something to analyse: anything but a control (Cc), format (Cf) or
+    separator (Z*) character and the 66 noncharacters. Private use (Co) counts, and so does a code
+    point this Python's Unicode tables call unassigned (Cn): Python 3.11 knows Unicode 14, so the
+    CJK of Extensions H and I (Unicode 15, 15.1: U+31350 ...) is Cn here though it is Lo today."""
+    category = unicodedata.category(char)
+    if category[0] not in "CZ":
+        return True
+    if category == "Co":
+        return True
+    if category != "Cn":
+        return False
+    code = ord(char)
+    return not (0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE)  # noncharacters are never text
+
+
 def has_visible_character(text: str) -> bool:
-    """Whether ``text`` has a character outside the control/format (C*) and separator (Z*) categories.
-    Stops at the first one, so an ordinary text costs one character."""
-    return any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
+    """Whether ``text`` has a character to analyse (:func:`is_text_character`). Stops at the
+    first one, so an ordinary text costs one character."""
+    return any(is_text_character(char) for char in text)
 
 
 class Planner:
@@ -341,18 +357,30 @@ class Pipeline:
             answers: dict[Task, list[Any]] = {task: [None] * len(p.windows) for task, p in plan.tasks.items()}
             pending: set[asyncio.Future[Any]] = set(where)
             done = 0
-            try:
-                async with asyncio.timeout(timeout_s):
-                    while pending:
-                        finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        for future in sorted(finished, key=lambda f: (where[f][0].task, where[f][1])):
-                            task_plan, index = where[future]
-                            answer = future.result()
-                            answers[task_plan.task][index] = answer
-                            done += 1
-                            yield _window_event(plan, task_plan, index, answer, done, total)
-            except BaseException as exc:
-                raise api_error(exc, timeout_s=timeout_s) from None
+            # The time limit is a deadline checked at each wait, not an asyncio.timeout around the
+            # loop: that would span the yields, and fire while the caller is busy elsewhere (a client
+            # reading slowly), cancelling the caller instead of ending the stream with an error line.
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while pending:
+                try:
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    finished, pending = await asyncio.wait(
+                        pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not finished:
+                        raise TimeoutError
+                    results = [
+                        (where[future], future.result())
+                        for future in sorted(finished, key=lambda f: (where[f][0].task, where[f][1]))
+                    ]
+                except BaseException as exc:
+                    raise api_error(exc, timeout_s=timeout_s) from None
+                for (task_plan, index), answer in results:
+                    answers[task_plan.task][index] = answer
+                    done += 1
+                    yield _window_event(plan, task_plan, index, answer, done, total)
             outcome = self._assemble(plan, answers)
             elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
             yield {"event": "summary", **outcome.results, "elapsed_ms": elapsed_ms}

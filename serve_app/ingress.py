@@ -1,8 +1,10 @@
-"""The HTTP ingress: routes, request parsing and limits, the UI, and the model handles.
-
-Routes live on a module-level FastAPI app bound to :class:`Ingress` with ``@serve.ingress``;
-``serve.deployment`` is applied in ``serve_app.app.build_app``. The request pipeline itself
-(plan, fan out, assemble) is ``serve_app.fanout``.
+"""The HTTP ingress: routes and wiring. :class:`Ingress` holds the state (model handles, model
+clients, limits, the API key, metrics); :func:`build_fastapi_app` builds the FastAPI app from an
+ingress's own state, and :func:`make_fastapi_ingress` makes the Serve ingress class whose replicas
+build their app that way (``serve.deployment`` is applied in ``serve_app.app.build_app``). Nothing
+is shared through a module-level app: each replica's app sees its own ingress, and a key loaded by
+``reconfigure`` is the key its middleware checks. Bodies are read and parsed by ``serve_app.body``;
+the request pipeline itself (plan, fan out, assemble) is ``serve_app.fanout``.
 
 The hot routes read their body themselves (bounded while reading), validate it with the schema
 models and answer with pre-serialised JSON: measured, FastAPI's body and response models cost
@@ -15,36 +17,31 @@ route in the OpenAPI document.
 
 import asyncio
 import functools
-import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.runtime.rows import TokenRows
 from deployments.server import ItemError
 from serve_app import fanout
+from serve_app.body import JSON_MEDIA_TYPE, LingeringCloseMiddleware, check_text, parse, read_body
 from serve_app.config import AppArgs, IngressConfig
 from serve_app.errors import (
-    InvalidEncodingError,
-    InvalidJSONError,
     ModelsNotReadyError,
     NotFoundError,
     PayloadTooLargeError,
-    SchemaValidationError,
-    UnsupportedMediaTypeError,
     ZhserveError,
     api_error,
-    describe_validation_errors,
     error_responses,
     install_error_handlers,
 )
@@ -74,7 +71,6 @@ from serve_app.security import (
 )
 
 logger = logging.getLogger("ray.serve")
-Body = TypeVar("Body", bound=BaseModel)
 
 API_DESCRIPTION = """
 Chinese named-entity recognition (PER, LOC, ORG) and sentiment analysis.
@@ -91,7 +87,6 @@ Chinese named-entity recognition (PER, LOC, ORG) and sentiment analysis.
 """
 
 ERRORS = error_responses(ErrorResponse)
-JSON_MEDIA_TYPE = "application/json"
 
 
 def _request_id(request: Request) -> str | None:
@@ -106,19 +101,8 @@ def _scope_request_id(scope: Any) -> str | None:
     return _request_id(Request(scope))
 
 
-app = FastAPI(
-    title="zhserve",
-    version="1.0",
-    summary="Chinese NER and sentiment on Ray Serve",
-    description=API_DESCRIPTION,
-    docs_url=None,  # served below, under its own Content-Security-Policy
-    openapi_url="/openapi.json",
-    redoc_url=None,
-)
-app.docs_url = "/docs"  # where Serve and the dashboard look for the docs
 DOCS_HTML = bytes(get_swagger_ui_html(openapi_url="/openapi.json", title="zhserve - API docs").body).decode("utf-8")
 DOCS_CSP = docs_csp(DOCS_HTML)
-install_error_handlers(app, _request_id, BASE_HEADERS)
 API_ROUTES = frozenset({"/v1/ner", "/v1/sentiment", "/v1/analyze", "/v1/analyze/stream", "/v1/batch", "/v1/models",
                         "/healthz", "/readyz", "/docs", "/openapi.json"})  # fmt: skip
 
@@ -129,12 +113,6 @@ def _page_csp(path: str) -> str | None:
     return DOCS_CSP if path == "/docs" else None
 
 
-# Outermost last: metrics see every answer, including the 401s and the headers' responses.
-app.add_middleware(ApiKeyMiddleware, request_id=_scope_request_id)
-app.add_middleware(SecurityHeadersMiddleware, csp_for=_page_csp)
-app.add_middleware(RequestMetricsMiddleware, routes=API_ROUTES)
-
-
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI requestBody for a route that parses its body itself."""
     return {"requestBody": {"required": True, "content": {JSON_MEDIA_TYPE: {"schema": model.model_json_schema()}}}}
@@ -142,67 +120,6 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE)
-
-
-async def _read_body(request: Request, config: IngressConfig) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``max_body_bytes`` — declared or
-    not (a chunked body is counted while it is read, never buffered past the limit). The API
-    key was checked before routing (serve_app.security): an unauthorised body is never read."""
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type != JSON_MEDIA_TYPE and not media_type.endswith("+json"):
-        raise UnsupportedMediaTypeError(
-            f"content type {content_type or '(none)'!r} is not supported; send application/json"
-        )
-    limit = config.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body has {int(declared):,} bytes; the limit is {limit:,}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body has more than {limit:,} bytes; the limit is {limit:,}")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse(model: type[Body], body: bytes) -> Body:
-    """Validate ``body`` against a schema model: 400 for bytes that are not UTF-8 JSON, 422 for
-    JSON that does not match."""
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidEncodingError("request body is not valid UTF-8") from None
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if any(error["type"] == "json_invalid" for error in errors):
-            if _is_json(body):  # valid JSON that pydantic's parser refuses: unpaired surrogate escapes
-                raise InvalidEncodingError("request body has unpaired surrogates; send valid Unicode") from None
-            raise InvalidJSONError("request body is not valid JSON") from None
-        raise SchemaValidationError(describe_validation_errors(list(errors))) from None  # type: ignore[arg-type]
-
-
-def _is_json(body: bytes) -> bool:
-    try:
-        json.loads(body)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_text(text: str, config: IngressConfig, *, field: str = "text") -> None:
-    if len(text) > config.max_text_chars:
-        raise PayloadTooLargeError(f"{field} has {len(text):,} characters; the limit is {config.max_text_chars:,}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidEncodingError(
-            f"{field} contains an unpaired surrogate at character {exc.start}; send valid Unicode"
-        ) from None
 
 
 async def _call(handle: DeploymentHandle, rows: TokenRows) -> Any:
@@ -217,9 +134,9 @@ async def _call(handle: DeploymentHandle, rows: TokenRows) -> Any:
         raise
 
 
-@serve.ingress(app)
 class Ingress:
-    """Composes the NER and sentiment deployments behind HTTP API v1."""
+    """Composes the NER and sentiment deployments behind HTTP API v1: the state and the route
+    handlers, which :func:`build_fastapi_app` mounts."""
 
     def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, settings: AppArgs | None = None) -> None:
         settings = settings or AppArgs()
@@ -257,25 +174,16 @@ class Ingress:
             on_down=lambda task, reason: self.clients[task].mark_unavailable(reason),
             on_up=lambda task: self.clients[task].mark_available(),
         )
-        app.state.metrics = self.metrics
-        app.state.config = self.config
-        app.state.api_key = load_api_key()
+        self.api_key: str | None = load_api_key()  # None: no key configured, the API is open
+        self.cors_allow_origins = list(settings.cors_allow_origins)
         self._ready: tuple[float, asyncio.Future[ReadyResponse]] | None = None
-        if settings.cors_allow_origins:
-            app.add_middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_allow_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["authorization", "content-type"],
-                max_age=600,
-            )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         config = IngressConfig.model_validate(user_config or {})
-        app.state.api_key = load_api_key(config.api_key_file)  # a rotated secret file is read again
+        api_key = load_api_key(config.api_key_file)  # a rotated secret file is read again
         self.config = config
+        self.api_key = api_key
         self._size_clients()
-        app.state.config = self.config
 
     def _size_clients(self, counts: dict[fanout.Task, int] | None = None) -> None:
         """Calls in flight per model: ``model_calls_per_replica`` for each running replica."""
@@ -316,7 +224,7 @@ class Ingress:
 
     async def _analyze(self, text: str, tasks: list[fanout.Task]) -> fanout.Outcome:
         self._ensure_following()
-        _check_text(text, self.config)
+        check_text(text, self.config)
         self.pipeline.admit_estimate(len(text), tasks, self.config.request_timeout_s)
         plan = await self.pipeline.planner.plan_async(text, tasks, self._settings())
         (outcome,) = await self.pipeline.analyze_plans([plan], self.config.request_timeout_s)
@@ -325,51 +233,30 @@ class Ingress:
 
     # ---------------------------------------------------------------- routes
 
-    @app.post("/v1/ner", response_model=NerResult, responses=ERRORS, openapi_extra=_body_schema(TextRequest))
     async def ner(self, request: Request) -> Response:
         """Named entities of `text` with exact code-point offsets."""
-        body = _parse(TextRequest, await _read_body(request, self.config))
+        body = parse(TextRequest, await read_body(request, self.config))
         return _json((await self._analyze(body.text, ["ner"])).results["ner"])
 
-    @app.post(
-        "/v1/sentiment",
-        response_model=SentimentResultOut,
-        responses=ERRORS,
-        openapi_extra=_body_schema(TextRequest),
-    )
     async def sentiment(self, request: Request) -> Response:
         """Sentiment of `text`: label, confidence, both probabilities and the per-unit list."""
-        body = _parse(TextRequest, await _read_body(request, self.config))
+        body = parse(TextRequest, await read_body(request, self.config))
         return _json((await self._analyze(body.text, ["sentiment"])).results["sentiment"])
 
-    @app.post(
-        "/v1/analyze",
-        response_model=AnalyzeResponse,
-        response_model_exclude_none=True,
-        responses=ERRORS,
-        openapi_extra=_body_schema(AnalyzeRequest),
-    )
     async def analyze(self, request: Request) -> Response:
         """NER and sentiment of one text, the two models called concurrently."""
         started = time.perf_counter()
-        body = _parse(AnalyzeRequest, await _read_body(request, self.config))
+        body = parse(AnalyzeRequest, await read_body(request, self.config))
         outcome = await self._analyze(body.text, body.tasks)
         return _json({**outcome.results, "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)})
 
-    @app.post(
-        "/v1/batch",
-        response_model=BatchResponse,
-        response_model_exclude_none=True,
-        responses=ERRORS,
-        openapi_extra=_body_schema(BatchRequest),
-    )
     async def batch(self, request: Request) -> Response:
         """Analyse many texts at once; results come back in request order. The windows of all
         texts share the model calls, so a batch of short texts is a handful of calls."""
         started = time.perf_counter()
         self._ensure_following()
         config = self.config
-        body = _parse(BatchRequest, await _read_body(request, config))
+        body = parse(BatchRequest, await read_body(request, config))
         if len(body.texts) > config.max_batch_texts:
             raise PayloadTooLargeError(f"batch has {len(body.texts):,} texts; the limit is {config.max_batch_texts:,}")
         total = sum(len(text) for text in body.texts)
@@ -378,7 +265,7 @@ class Ingress:
                 f"batch has {total:,} characters in all; the limit is {config.max_batch_chars:,}"
             )
         for index, text in enumerate(body.texts):
-            _check_text(text, config, field=f"texts[{index}]")
+            check_text(text, config, field=f"texts[{index}]")
         self.pipeline.admit_estimate(total, body.tasks, config.request_timeout_s)
         settings = self._settings()
         planner = self.pipeline.planner
@@ -397,11 +284,6 @@ class Ingress:
             }
         )
 
-    @app.post(
-        "/v1/analyze/stream",
-        responses={200: {"content": {"application/x-ndjson": {}}}, **ERRORS},
-        openapi_extra=_body_schema(AnalyzeRequest),
-    )
     async def analyze_stream(self, request: Request) -> StreamingResponse:
         """NDJSON: a `start` line, a `window` line as each window finishes, then a `summary` line.
 
@@ -410,8 +292,8 @@ class Ingress:
         (sentiment). The `summary` line is the same object `/v1/analyze` returns. A failure after
         the stream began arrives as an `error` line. Disconnecting cancels the outstanding work.
         """
-        body = _parse(AnalyzeRequest, await _read_body(request, self.config))
-        _check_text(body.text, self.config)
+        body = parse(AnalyzeRequest, await read_body(request, self.config))
+        check_text(body.text, self.config)
         self.pipeline.admit_estimate(len(body.text), body.tasks, self.config.request_timeout_s)
         plan = await self.pipeline.planner.plan_async(body.text, body.tasks, self._settings())
         # Refused before the stream begins; admitted, its windows are queued (reserved) at once.
@@ -440,12 +322,10 @@ class Ingress:
         finally:
             await events.aclose()  # cancels the windows still running (a client that went away)
 
-    @app.get("/healthz", response_model=HealthResponse)
     async def healthz(self) -> HealthResponse:
         """Liveness: the ingress answers."""
         return HealthResponse(status="ok")
 
-    @app.get("/readyz", response_model=ReadyResponse, responses=error_responses(ErrorResponse, {503}))
     async def readyz(self) -> ReadyResponse:
         """Readiness: each model answers a probe within 10 s; a 503 names the models that do not.
 
@@ -485,28 +365,95 @@ class Ingress:
             response.cancel()
             raise
 
-    @app.get("/v1/models", response_model=ModelsResponse)
     async def models_(self) -> ModelsResponse:
         """The served models: name, version, labels, quantisation, maximum sequence length."""
         return ModelsResponse(models=[ModelDescription(**model.manifest.summary()) for model in self.models.values()])
 
-    @app.get("/docs", include_in_schema=False)
     async def docs(self) -> HTMLResponse:
         return HTMLResponse(DOCS_HTML)
 
-    @app.get("/", include_in_schema=False)
     async def index(self) -> FileResponse:
         return self._ui_file("index.html")
 
-    @app.get("/ui/{path:path}", include_in_schema=False)
     async def ui_asset(self, path: str) -> FileResponse:
         return self._ui_file(path)
 
     def _ui_file(self, relative: str) -> FileResponse:
-        candidate = (self.ui_dir / relative).resolve()
-        if not candidate.is_relative_to(self.ui_dir) or not candidate.is_file():
-            raise NotFoundError(f"no UI file {relative!r}")
+        missing = NotFoundError(f"no UI file {relative[:100]!r}")
+        try:
+            candidate = (self.ui_dir / relative).resolve()
+            found = candidate.is_relative_to(self.ui_dir) and candidate.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            raise missing from None
+        if not found:
+            raise missing
         return FileResponse(candidate, headers={"Cache-Control": "no-cache"})
+
+
+def build_fastapi_app(ingress: Ingress) -> FastAPI:
+    """The HTTP app of one ingress, built from its own state: routes bound to its handlers, and
+    middleware that reads its API key and metrics through it (a key set by ``reconfigure`` is
+    enforced from the next request on)."""
+    app = FastAPI(
+        title="zhserve",
+        version="1.0",
+        summary="Chinese NER and sentiment on Ray Serve",
+        description=API_DESCRIPTION,
+        docs_url=None,  # served below, under its own Content-Security-Policy
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.docs_url = "/docs"  # where Serve and the dashboard look for the docs
+    install_error_handlers(app, _request_id, BASE_HEADERS)
+
+    def post(path: str, endpoint: Callable[..., Any], body: type[BaseModel], **options: Any) -> None:
+        app.add_api_route(path, endpoint, methods=["POST"], openapi_extra=_body_schema(body), **options)
+
+    post("/v1/ner", ingress.ner, TextRequest, response_model=NerResult, responses=ERRORS)
+    post("/v1/sentiment", ingress.sentiment, TextRequest, response_model=SentimentResultOut, responses=ERRORS)
+    post("/v1/analyze", ingress.analyze, AnalyzeRequest, response_model=AnalyzeResponse,
+         response_model_exclude_none=True, responses=ERRORS)  # fmt: skip
+    post("/v1/batch", ingress.batch, BatchRequest, response_model=BatchResponse,
+         response_model_exclude_none=True, responses=ERRORS)  # fmt: skip
+    post("/v1/analyze/stream", ingress.analyze_stream, AnalyzeRequest,
+         responses={200: {"content": {"application/x-ndjson": {}}}, **ERRORS})  # fmt: skip
+    app.add_api_route("/healthz", ingress.healthz, methods=["GET"], response_model=HealthResponse)
+    app.add_api_route("/readyz", ingress.readyz, methods=["GET"], response_model=ReadyResponse,
+                      responses=error_responses(ErrorResponse, {503}))  # fmt: skip
+    app.add_api_route("/v1/models", ingress.models_, methods=["GET"], response_model=ModelsResponse)
+    app.add_api_route("/docs", ingress.docs, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/", ingress.index, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ui/{path:path}", ingress.ui_asset, methods=["GET"], include_in_schema=False)
+
+    # Outermost last: metrics see every answer, including the 401s and the headers' responses; an
+    # answer given before its body arrived is then followed by reading the rest (serve_app.body),
+    # outside the metrics, so discarding an unwanted body does not count as the answer's latency.
+    # The key is looked up on the ingress at each request: what reconfigure loaded is what counts.
+    app.add_middleware(ApiKeyMiddleware, api_key=lambda: ingress.api_key, request_id=_scope_request_id)
+    app.add_middleware(SecurityHeadersMiddleware, csp_for=_page_csp)
+    app.add_middleware(RequestMetricsMiddleware, metrics=ingress.metrics, routes=API_ROUTES)
+    if ingress.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=ingress.cors_allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+            max_age=600,
+        )
+    app.add_middleware(LingeringCloseMiddleware)
+    return app
+
+
+def make_fastapi_ingress(cls: type[Ingress] = Ingress) -> type[Ingress]:
+    """The Serve ingress class for ``cls``: each replica constructs ``cls`` and then builds its app
+    with :func:`build_fastapi_app` from that instance (Serve's late-bound ``serve.ingress()``, which
+    calls ``__serve_build_asgi_app__`` after the constructor), so the app never travels pickled."""
+
+    def __serve_build_asgi_app__(self: Ingress) -> FastAPI:
+        return build_fastapi_app(self)
+
+    served = type(cls.__name__, (cls,), {"__serve_build_asgi_app__": __serve_build_asgi_app__})
+    return serve.ingress()(served)
 
 
 def _reason(probe: "asyncio.Future[Any]") -> str:

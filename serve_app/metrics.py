@@ -110,20 +110,20 @@ ERROR_CODE_KEY = "zhserve.error_code"
 class RequestMetricsMiddleware:
     """Pure ASGI middleware: counts each answered request by route and status, and its latency.
 
-    The metrics object comes from ``app.state.metrics`` (created in the replica, never at import
-    time); route labels are the API's routes, anything else is ``ui`` or ``other``.
+    ``metrics`` is the ingress's own (created in the replica, never at import time); route labels
+    are the API's routes, anything else is ``ui`` or ``other``.
     """
 
-    def __init__(self, app: ASGIApp, routes: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: IngressMetrics, routes: frozenset[str]) -> None:
         self.app = app
+        self.metrics = metrics
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        owner = scope.get("app")
-        metrics: IngressMetrics | None = getattr(owner.state, "metrics", None) if owner is not None else None
-        if scope["type"] != "http" or metrics is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        metrics = self.metrics
         path = scope["path"]
         route = path if path in self.routes else ("ui" if path == "/" or path.startswith("/ui/") else "other")
         started = time.perf_counter()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -33,8 +34,10 @@ from pathlib import Path
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.errors import UnauthorizedError, error_response
+from serve_app.errors import UnauthorizedError, ZhserveError, error_response
 from serve_app.metrics import ERROR_CODE_KEY
+
+logger = logging.getLogger("ray.serve")
 
 API_KEY_ENV = "ZHSERVE_API_KEY"
 API_KEY_FILE_ENV = "ZHSERVE_API_KEY_FILE"
@@ -106,21 +109,36 @@ def docs_csp(html: str, cdn: str = "https://cdn.jsdelivr.net") -> str:
 class ApiKeyMiddleware:
     """401 for a ``/v1/*`` request without the key, answered before the body is read.
 
-    The key is ``app.state.api_key`` (set by the ingress replica; ``None``: no check).
-    ``request_id(scope)`` names the request in the error body.
+    ``api_key()`` is the key the ingress holds now (``None``: none configured, no check). The check
+    fails closed: if the key cannot be read (the ingress has no such state), every ``/v1/*`` request
+    is answered 500 ``internal_error``, never let through. ``request_id(scope)`` names the request
+    in the error body.
     """
 
-    def __init__(self, app: ASGIApp, request_id: Callable[[Scope], str | None]) -> None:
+    def __init__(
+        self, app: ASGIApp, api_key: Callable[[], str | None], request_id: Callable[[Scope], str | None]
+    ) -> None:
         self.app = app
+        self.api_key = api_key
         self.request_id = request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and route_path(scope).startswith(PROTECTED_PREFIX):
-            owner = scope.get("app")
-            key: str | None = getattr(owner.state, "api_key", None) if owner is not None else None
-            if key is not None and scope.get("method") != "OPTIONS" and not is_authorised(Headers(scope=scope), key):
-                error = UnauthorizedError("missing or wrong API key; send 'Authorization: Bearer <key>'")
-                error.headers["WWW-Authenticate"] = 'Bearer realm="zhserve"'
+            error: ZhserveError | None = None
+            try:
+                key = self.api_key()
+            except Exception:
+                logger.exception("the API key check has no key state; refusing %s", route_path(scope))
+                error = ZhserveError("internal error: the API key check is not configured; it has been logged")
+            else:
+                if (
+                    key is not None
+                    and scope.get("method") != "OPTIONS"
+                    and not is_authorised(Headers(scope=scope), key)
+                ):
+                    error = UnauthorizedError("missing or wrong API key; send 'Authorization: Bearer <key>'")
+                    error.headers["WWW-Authenticate"] = 'Bearer realm="zhserve"'
+            if error is not None:
                 scope[ERROR_CODE_KEY] = error.code  # for the request metrics
                 await error_response(error, self.request_id(scope))(scope, receive, send)
                 return

@@ -16,6 +16,7 @@ those tokens and sends the models token ids, which :meth:`Tokenizer.pad` turns i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 NUM_SPECIAL_PER_SEQUENCE = 2  # [CLS] and [SEP]
+
+PRIVATE_USE = re.compile("[\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
+"""Private-use code points (category Co): characters by agreement (company logos, the CJK glyphs of
+a font's private area), which BERT's ``clean_text`` deletes along with control characters."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,8 @@ class BertChineseTokenizer(Tokenizer):
     """WordPiece tokeniser in the BERT-Chinese style over a ``vocab.txt``.
 
     Every CJK character is its own token, Latin words and digit runs become word pieces,
-    whitespace and control characters yield no token. Construct with :meth:`from_vocab_file`.
+    whitespace and control characters yield no token, a private-use character is ``[UNK]``.
+    Construct with :meth:`from_vocab_file`.
     """
 
     def __init__(self, vocab: dict[str, int], *, lowercase: bool = True) -> None:
@@ -189,6 +195,43 @@ class BertChineseTokenizer(Tokenizer):
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         super().__init__(backend, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]")
         self.unk_id = vocab["[UNK]"]
+
+    def encode(self, texts: Sequence[str]) -> list[Tokenized]:
+        """As :meth:`Tokenizer.encode`, with a private-use character that BERT's normaliser deleted
+        kept as ``[UNK]`` at its own offset: it is a character the model does not know, like a rare
+        CJK one, not an invisible control character. Texts without one are tokenised unchanged."""
+        encoded = super().encode(texts)
+        return [
+            self._keep_private_use(text, tokens) if PRIVATE_USE.search(text) else tokens
+            for text, tokens in zip(texts, encoded, strict=True)
+        ]
+
+    def tokenize(self, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        return [
+            (tokens.ids.tolist(), [(int(start), int(end)) for start, end in tokens.offsets])
+            for tokens in self.encode(texts)
+        ]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(tokens) for tokens in self.encode(texts)]
+
+    def _keep_private_use(self, text: str, tokens: Tokenized) -> Tokenized:
+        """``[UNK]`` for each private-use character no token covers (one inside a word piece stays
+        in it), in offset order."""
+        starts, ends = tokens.offsets[:, 0], tokens.offsets[:, 1]
+        missing = []
+        for match in PRIVATE_USE.finditer(text):
+            position = match.start()
+            before = int(np.searchsorted(starts, position, side="right")) - 1
+            if before < 0 or ends[before] <= position:
+                missing.append(position)
+        if not missing:
+            return tokens
+        added = np.asarray(missing, dtype=np.int64)
+        ids = np.concatenate([tokens.ids, np.full(len(added), self.unk_id, dtype=np.int64)])
+        offsets = np.concatenate([tokens.offsets, np.stack([added, added + 1], axis=1)])
+        order = np.argsort(offsets[:, 0], kind="stable")
+        return Tokenized(ids=ids[order], offsets=offsets[order])
 
     @classmethod
     def from_vocab_file(cls, path: str | Path, *, lowercase: bool = True) -> BertChineseTokenizer:

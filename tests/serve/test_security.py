@@ -5,6 +5,7 @@ server's log but carry no internals."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import select
 import socket
@@ -145,6 +146,49 @@ def test_a_body_over_the_limit_is_refused_while_it_arrives(zhserve_url: str, chu
     assert sent < limit + (16 << 20), f"the client could send {sent:,} bytes first"
     # The service is unharmed.
     assert httpx.post(f"{zhserve_url}/v1/ner", json={"text": "马云在杭州"}, timeout=30).status_code == 200
+
+
+def test_every_client_reads_the_413_of_a_body_over_the_limit(zhserve_url: str) -> None:
+    """A 15 MB body to the 8 MiB limit: urllib, requests and httpx each send the whole body before
+    reading, so the answer must wait for them — the service answers at once, then reads and
+    discards the rest before closing (a close with unread bytes resets the connection, and the
+    client would see "connection reset" instead of the 413)."""
+    import urllib.error
+    import urllib.request
+
+    import requests
+
+    body = b'{"text": "' + b"a" * (15 << 20) + b'"}'
+    answers: dict[str, tuple[int, dict]] = {}
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{zhserve_url}/v1/ner", data=body, headers=JSON), timeout=60)
+    except urllib.error.HTTPError as refused:
+        answers["urllib"] = (refused.code, json.loads(refused.read()))
+    answer = requests.post(f"{zhserve_url}/v1/ner", data=body, headers=JSON, timeout=60)
+    answers["requests"] = (answer.status_code, answer.json())
+    answer = httpx.post(f"{zhserve_url}/v1/ner", content=body, headers=JSON, timeout=60)
+    answers["httpx"] = (answer.status_code, answer.json())
+    assert set(answers) == {"urllib", "requests", "httpx"}
+    for client, (status, error) in answers.items():
+        assert status == 413 and error["error"]["code"] == "payload_too_large", client
+    # The service is unharmed.
+    assert httpx.post(f"{zhserve_url}/v1/ner", json={"text": "马云在杭州"}, timeout=30).status_code == 200
+
+
+def test_hostile_paths_and_bodies_are_never_5xx(zhserve_url: str) -> None:
+    deep = b'{"text": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+    answers = {
+        "deep json": httpx.post(f"{zhserve_url}/v1/ner", content=deep, headers=JSON, timeout=30),
+        "long ui path": httpx.get(f"{zhserve_url}/ui/" + "a" * 300, timeout=30),
+        "NUL ui path": httpx.get(f"{zhserve_url}/ui/%00", timeout=30),
+        "CJK Extension H": httpx.post(f"{zhserve_url}/v1/analyze", json={"text": "\U00031350"}, timeout=30),
+        "private use": httpx.post(f"{zhserve_url}/v1/analyze", json={"text": "\ue000"}, timeout=30),
+    }
+    assert answers["deep json"].status_code == 400
+    assert answers["long ui path"].status_code == answers["NUL ui path"].status_code == 404
+    assert answers["CJK Extension H"].status_code == answers["private use"].status_code == 200
+    for name, answer in answers.items():
+        assert answer.headers["content-type"].startswith("application/json"), name
 
 
 @pytest.mark.parametrize("text", ["\u200b\u200d\u2060", "\x00\x00", "\ufeff", "\u202e\u2066\u2069", "\x85\x9f\x01"])

@@ -51,6 +51,18 @@ def test_supplementary_plane_and_emoji_count_as_one_code_point(tokenizer: BertCh
     assert ids[2] == tokenizer.vocab["𠀀"]
 
 
+def test_a_private_use_character_is_an_unknown_token_at_its_own_offset(tokenizer: BertChineseTokenizer) -> None:
+    """BERT's clean_text deletes private-use characters (U+E000..U+F8FF, planes 15-16) as if they
+    were controls; they are characters the model does not know, so they come back as [UNK]."""
+    text = "\ue000马\U000f0000 云\uf8ff"
+    ((ids, offsets),) = tokenizer.tokenize([text])
+    assert [text[s:e] for s, e in offsets] == ["\ue000", "马", "\U000f0000", "云", "\uf8ff"]
+    assert [ids[0], ids[2], ids[4]] == [tokenizer.unk_id] * 3
+    assert tokenizer.count_tokens(["\ue000"]) == [1]
+    assert pieces(tokenizer, "ab\ue000c") == ["ab", "\ue000", "c"]  # between a word's pieces too
+    assert tokenizer.tokenize(["马云"]) == [([tokenizer.vocab["马"], tokenizer.vocab["云"]], [(0, 1), (1, 2)])]
+
+
 def test_offsets_survive_normalisation_that_changes_length(tokenizer: BertChineseTokenizer) -> None:
     # "İ" lowercases to two code points; offsets must still point into the original text.
     text = "İab马"

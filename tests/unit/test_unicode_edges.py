@@ -3,8 +3,9 @@
 The rule (README, "Input"): offsets are code points into the exact text received; nothing is
 normalised away before offsets are taken. A text is refused with 422 ``empty_text`` when the
 models' tokenizer finds nothing in it to analyse — only whitespace, control characters (C0, C1,
-NUL) or format characters (zero-width space/joiners, BOM, bidi controls). Anything else is
-analysed (a lone combining mark too: the tokenizer keeps it), and every entity satisfies
+NUL), format characters (zero-width space/joiners, BOM, bidi controls) or noncharacters. Anything
+else is analysed (a lone combining mark too: the tokenizer keeps it; CJK newer than Python's
+Unicode tables and private-use characters too), and every entity satisfies
 ``text[start:end] == entity["text"]``
 while every sentence span lies inside the text.
 """
@@ -34,6 +35,7 @@ NOTHING_TO_ANALYSE = {
     "C1 controls": "\x80\x85\x9f",
     "whitespace of every kind": " \t\n\r\u3000\u00a0\u2028\u2029",
     "mixed invisible": "\ufeff\u200b \x00\u202e\n",
+    "noncharacters": "\ufffe\uffff\ufdd0\U0010ffff",
 }
 
 ANALYSABLE = {
@@ -49,6 +51,12 @@ ANALYSABLE = {
     "variation selectors": "马云\ufe0f在杭州\U000e0100。",
     "surrogate-free astral symbols": "𝔘𝔫𝔦𝔠𝔬𝔡𝔢马云在北京。",
     "line and paragraph separators": "马云在杭州。\u2028李明在北京。\u2029王芳在上海。",
+    # Newer than Python 3.11's Unicode 14 tables, which call them unassigned (Cn): Extension H (15.0)
+    # and I (15.1) CJK, alone and in a sentence; and private use (Co), alone and in a sentence.
+    "CJK Extension H only": "\U00031350\U00031351",
+    "CJK Extension I in a sentence": "马云在\U0002ebf0杭州\U00031350。",
+    "private use only": "\ue000",
+    "private use in a sentence": "马云在\ue000杭州\U000f0000会见了李明。",
 }
 
 
