@@ -39,8 +39,11 @@ def test_limits_api_key_and_timeout_reconfigure_live(zhserve_url: str, tmp_path:
     key_file = tmp_path / "api-key"  # as a mounted Kubernetes Secret: the key never enters the config
     key_file.write_text("sesame\n", encoding="utf-8")
     try:
-        strict = {"api_key_file": str(key_file), "max_text_chars": 20, "request_timeout_s": 0.0001}
-        deploy_applications(zhserve_application(user_config={"Ingress": strict, "NER": {"max_batch_size": 4}}))
+        # A limit a short text's own work fits (admission lets it in) but that the NER call cannot
+        # meet: its batches now wait 2 s to fill.
+        strict = {"api_key_file": str(key_file), "max_text_chars": 20, "request_timeout_s": 0.3}
+        slow_ner = {"max_batch_size": 4, "batch_wait_timeout_s": 2.0}
+        deploy_applications(zhserve_application(user_config={"Ingress": strict, "NER": slow_ner}))
         response = wait_for(zhserve_url, lambda r: r.status_code == 504)
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
 

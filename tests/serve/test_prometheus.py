@@ -179,7 +179,12 @@ def test_a_real_outage_fires_its_alert(prometheus: str, zhserve_url: str) -> Non
 
     firing: list[dict[str, Any]] = []
     try:
-        deploy_applications(zhserve_application(user_config={"Ingress": {"request_timeout_s": 0.0001}}))
+        # A limit the texts' own work fits (admission lets them in) that no model call can meet:
+        # the models' batches now wait 2 s to fill.
+        slow = {"max_batch_size": 64, "batch_wait_timeout_s": 2.0}
+        deploy_applications(
+            zhserve_application(user_config={"Ingress": {"request_timeout_s": 0.3}, "NER": slow, "Sentiment": slow})
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not firing:
             for _ in range(20):
