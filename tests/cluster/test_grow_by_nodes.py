@@ -23,16 +23,21 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 def test_replicas_wait_for_nodes_the_autoscaler_adds_and_both_go_away_after(tmp_path: Path) -> None:
     out = tmp_path / "timeline.json"
-    result = subprocess.run(
+    script = subprocess.Popen(
         [sys.executable, "-m", "load_tests.grow_by_nodes", "--json", str(out)],
         cwd=REPO_ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=570,
-        check=False,
     )
-    print(result.stdout)
-    assert result.returncode == 0, result.stderr[-4000:]
+    try:
+        stdout, stderr = script.communicate(timeout=570)
+    except subprocess.TimeoutExpired:
+        script.terminate()  # on SIGTERM the script stops its cluster
+        stdout, stderr = script.communicate(timeout=60)
+        pytest.fail(f"no timeline within 570 s:\n{stdout}\n{stderr[-4000:]}")
+    print(stdout)
+    assert script.returncode == 0, stderr[-4000:]
     timeline = json.loads(out.read_text(encoding="utf-8"))
     events = timeline["events"]
     order = [
@@ -45,7 +50,7 @@ def test_replicas_wait_for_nodes_the_autoscaler_adds_and_both_go_away_after(tmp_
         "nodes back to minimum",
     ]
     missing = [name for name in order if events.get(name) is None]
-    assert not missing, f"never happened: {missing}\n{result.stdout}"
+    assert not missing, f"never happened: {missing}\n{stdout}"
     times = [events[name] for name in order]
     assert times == sorted(times), f"out of order: {dict(zip(order, times, strict=True))}"
     assert timeline["peak_workers"] > 2 and max(timeline["peak_running"][m] for m in ("NER", "Sentiment")) > 2
