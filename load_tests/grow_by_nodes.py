@@ -86,7 +86,7 @@ class Monitor(threading.Thread):
         self.serve = ServeSubmissionClient(dashboard)
         self.origin = time.monotonic()
         self.samples: list[Sample] = []
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def sample(self) -> Sample | None:
         from ray.util.state import list_nodes
@@ -106,17 +106,23 @@ class Monitor(threading.Thread):
         return Sample(time.monotonic() - self.origin, workers, target, running)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             sample = self.sample()
             if sample is not None:
+                if not self.samples or (sample.workers, sample.target, sample.running) != (
+                    self.samples[-1].workers,
+                    self.samples[-1].target,
+                    self.samples[-1].running,
+                ):
+                    print(f"{sample.t:6.1f} s  {sample}", file=sys.stderr, flush=True)  # each change, as it happens
                 self.samples.append(sample)
-            self._stop.wait(self.period_s)
+            self._done.wait(self.period_s)
 
     def latest(self) -> Sample | None:
         return self.samples[-1] if self.samples else None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(timeout=30)
 
 
