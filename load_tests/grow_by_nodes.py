@@ -8,7 +8,8 @@ Run it from the checkout's root, on an otherwise idle machine (it starts up to 5
 deploys serve_config.cluster.yaml as shipped (models autoscale 2 → 4 replicas, one per node) with
 the environment ``python -m serve_app.launch env`` gives every node, sends ``--clients`` threads of
 ``--chars``-character documents to /v1/analyze until both models run their maximum (or
-``--max-load-s``), then ``--trickle-clients`` threads through the scale-down, and prints the
+``--max-load-s``), then ``--trickle-clients`` threads, each pausing 1.5 s between requests, through
+the scale-down, and prints the
 timeline, seconds from the load's start:
 
     load start → a model wants more replicas than the worker nodes hold → a worker node added →
@@ -153,6 +154,7 @@ def run(
     clients: int = 16,
     chars: int = 2000,
     trickle_clients: int = 2,
+    trickle_pause_s: float = 1.5,
     max_load_s: float = 150,
     hold_s: float = 15,
     max_shrink_s: float = 200,
@@ -209,7 +211,9 @@ def run(
                 time.sleep(1)
             # The trickle starts before the heavy load stops: requests are in flight throughout
             # the scale-down, and a replica or node removed under one would cut it.
-            with Load(url, "/v1/analyze", trickle, timeout_s=130) as tail:
+            # Paced: two unpaced clients keep the models' four replicas each at their target of one
+            # call in flight (measured), so nothing would scale down under them.
+            with Load(url, "/v1/analyze", trickle, timeout_s=130, on_answer=lambda _: trickle_pause_s) as tail:
                 load.stop()
                 timeline.load_stopped_at = time.monotonic() - monitor.origin
                 shrink_deadline = time.monotonic() + max_shrink_s
