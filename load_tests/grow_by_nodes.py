@@ -8,7 +8,7 @@ Run it from the checkout's root, on an otherwise idle machine (it starts up to 5
 deploys serve_config.cluster.yaml as shipped (models autoscale 2 → 4 replicas, one per node) with
 the environment ``python -m serve_app.launch env`` gives every node, sends ``--clients`` threads of
 ``--chars``-character documents to /v1/analyze until both models run their maximum (or
-``--max-load-s``), then ``--trickle-clients`` threads, each pausing 1.5 s between requests, through
+``--max-load-s``), then ``--trickle-clients`` threads, each pausing 4 s between requests, through
 the scale-down, and prints the
 timeline, seconds from the load's start:
 
@@ -153,8 +153,8 @@ def run(
     *,
     clients: int = 16,
     chars: int = 2000,
-    trickle_clients: int = 2,
-    trickle_pause_s: float = 1.5,
+    trickle_clients: int = 1,
+    trickle_pause_s: float = 4.0,
     max_load_s: float = 150,
     hold_s: float = 15,
     max_shrink_s: float = 200,
@@ -211,8 +211,10 @@ def run(
                 time.sleep(1)
             # The trickle starts before the heavy load stops: requests are in flight throughout
             # the scale-down, and a replica or node removed under one would cut it.
-            # Paced: two unpaced clients keep the models' four replicas each at their target of one
-            # call in flight (measured), so nothing would scale down under them.
+            # Sparse: the ingress spreads each document's windows over every model replica (one
+            # call on each), so while any document is in flight every replica is at its target of
+            # one call. Measured: 2 clients, unpaced or pausing 1.5 s, held 4 replicas of each
+            # model for 200 s after the load; the models scale down only when mostly idle.
             with Load(url, "/v1/analyze", trickle, timeout_s=130, on_answer=lambda _: trickle_pause_s) as tail:
                 load.stop()
                 timeline.load_stopped_at = time.monotonic() - monitor.origin
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16, help="client threads of the sustained load")
     parser.add_argument("--chars", type=int, default=2000, help="characters per document")
-    parser.add_argument("--trickle-clients", type=int, default=2, help="client threads through the scale-down")
+    parser.add_argument("--trickle-clients", type=int, default=1, help="client threads through the scale-down")
     parser.add_argument("--max-load-s", type=float, default=150, help="longest sustained load")
     parser.add_argument("--idle-timeout-s", type=float, default=20, help="the autoscaler's idle timeout")
     parser.add_argument("--json", type=Path, help="also write the timeline and every sample here")
