@@ -71,7 +71,7 @@ bench: $(STAMP)-bench
 loadtest: $(STAMP)-bench
 	$(BIN)/python load_tests/loadtest.py
 
-## Growing by nodes, shown: zhserve on an autoscaling Ray cluster on this machine, under load and after; prints the timeline (~6 min, README "Growing by nodes").
+## Growing by nodes, shown: zhserve on an autoscaling Ray cluster on this machine, under load and after; prints the timeline (6–10 min, README "Growing by nodes").
 grow: setup-test
 	$(BIN)/python -m load_tests.grow_by_nodes
 
