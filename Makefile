@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup setup-test lint typecheck configs bench loadtest train train-cnn train-encoder clean
+.PHONY: run test setup setup-test lint typecheck configs bench loadtest grow train train-cnn train-encoder clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -70,6 +70,10 @@ bench: $(STAMP)-bench
 ## A bounded headless Locust run (load_tests/locustfile.py) against zhserve as `make run` starts it; report in artifacts/loadtest/.
 loadtest: $(STAMP)-bench
 	$(BIN)/python load_tests/loadtest.py
+
+## Growing by nodes, shown: zhserve on an autoscaling Ray cluster on this machine, under load and after; prints the timeline (6–10 min, README "Growing by nodes").
+grow: setup-test
+	$(BIN)/python -m load_tests.grow_by_nodes
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache .mypy_cache

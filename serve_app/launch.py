@@ -13,6 +13,12 @@ processes start, so no serve config can set them (measured in load_tests/bench.p
 - ``RAY_SERVE_HAPROXY_BINARY_PATH``: ``zhserve-haproxy``, which runs that HAProxy bound to the
   process that starts it (it dies with it), so ``ray stop`` — even ``--force`` — leaves no HAProxy
   holding the port.
+- ``RAY_SERVE_HAPROXY_RETRY_ON``: what HAProxy replays on another Ingress replica (Serve's
+  template already has ``option redispatch 1``). Serve's default, ``conn-failure``, replays only a
+  request that never reached a replica; a request held by an Ingress replica whose node is lost
+  ends with the connection closed and no answer (``empty-response``) or half an answer
+  (``junk-response``). Every zhserve route is pure (model calls change nothing), so replaying
+  those is safe. Not 503 or 504: those are the service's own answers (overloaded, timed out).
 
 Where HAProxy cannot run (no wheel for the platform, a binary that does not start), the service
 starts on Ray's Python proxy and this launcher says so on stderr: never a silent slow path. A
@@ -32,6 +38,9 @@ from collections.abc import Mapping
 
 HAPROXY_WRAPPER = "zhserve-haproxy"
 REAL_HAPROXY_VARIABLE = "ZHSERVE_HAPROXY_BINARY"
+# ``response-timeout`` acts only where a server timeout is set (RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S;
+# Serve sets none): a node lost without a FIN or RST then costs that wait before the replay.
+HAPROXY_RETRY_ON = "conn-failure empty-response junk-response response-timeout"
 
 
 def find_haproxy() -> tuple[str | None, str]:
@@ -84,6 +93,7 @@ def fast_path_environment(environ: Mapping[str, str], *, local: bool) -> tuple[d
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
             env.setdefault(REAL_HAPROXY_VARIABLE, binary)
             env.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", wrapper)
+            env.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", HAPROXY_RETRY_ON)
             state = os.path.join(tempfile.gettempdir(), f"zhserve-haproxy-{os.getpid()}")
             for key, value in haproxy_state_environment(state).items():
                 env.setdefault(key, value)
@@ -106,6 +116,7 @@ FAST_PATH_VARIABLES = (
     "RAY_SERVE_THROUGHPUT_OPTIMIZED",
     "RAY_SERVE_ENABLE_HA_PROXY",
     "RAY_SERVE_HAPROXY_BINARY_PATH",
+    "RAY_SERVE_HAPROXY_RETRY_ON",
     REAL_HAPROXY_VARIABLE,
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
     "RAY_USAGE_STATS_ENABLED",

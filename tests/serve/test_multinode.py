@@ -1,7 +1,8 @@
 """Multi-node, as users run it (README "Multi-node"): a head node with no CPUs and two worker
 nodes on this machine, started with `ray start`, and `serve deploy serve_config.cluster.yaml` run
 from an unrelated directory. Every deployment keeps a replica on each worker; one worker node is
-killed under load and the service keeps answering.
+killed under load: HAProxy replays on another Ingress replica what the lost one held and what
+was sent to it before HAProxy saw it go, but for the few requests README "Multi-node" names.
 
 Its own cluster, driven only through the CLI and HTTP (never ray.init: the session's cluster
 lives in this process)."""
@@ -98,9 +99,19 @@ def test_a_worker_node_lost_under_load_costs_almost_nothing(cluster: LocalCluste
     print(
         f"worker node lost under 8 clients: {len(ok)}/{len(answers)} answered ({share:.2%}), "
         f"p99 after the loss {p99_after:.2f} s, slowest {max(after):.2f} s, /readyz 200 {readyz_back} s after; "
-        f"failures {failed[:4]}"
+        f"failures {[(round(a.sent - killed_at, 2), a.status) for a in answers if a.status != 200]}"
     )
-    assert share >= 0.99, failed[:5]  # the lost node's Ingress replica drops what it held (99.45 % with the e5 tier)
+    # HAProxy replays on the other Ingress replica what the lost one held (RAY_SERVE_HAPROXY_RETRY_ON;
+    # every body here fits its 16 KiB buffer, which a replay needs) and what was sent to it after the
+    # loss. What it does not replay (README "Multi-node"): some requests in flight on the lost replica
+    # (their connection closed without an answer, and no HAProxy log line), and a request sent in
+    # the ~0.2 s before HAProxy marks the replica down over a kept-alive connection to it (a 500).
+    # So every failure is one of those, at most one per client, and nothing sent later fails.
+    unanswered = [a for a in answers if a.status != 200]
+    late = [a for a in unanswered if a.sent > killed_at + 1]
+    assert not late, f"failed more than 1 s after the loss: {[(a.sent - killed_at, a.status) for a in late]}"
+    assert len(unanswered) <= len(payloads), failed
+    assert all(a.status in (0, 500) for a in unanswered), failed
     assert readyz_back is not None and readyz_back <= 60
     assert p99_after < 5, f"p99 after the node loss {p99_after:.1f} s"
     for answer in ok:

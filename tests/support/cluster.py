@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -23,9 +24,17 @@ from typing import Any
 from serve_app.launch import haproxy_state_environment
 from tests.conftest import REPO_ROOT, free_port, own_serve_ports
 
-RAY = REPO_ROOT / ".venv" / "bin" / "ray"
-SERVE = REPO_ROOT / ".venv" / "bin" / "serve"
+# The test interpreter's own scripts (the venv's): a git worktree of the checkout has no .venv.
+RAY = Path(sys.executable).parent / "ray"
+SERVE = Path(sys.executable).parent / "serve"
 MARKER = "ZHSERVE_TEST_NODE"
+
+
+def with_checkout_on_path(env: dict[str, str]) -> dict[str, str]:
+    """The cluster's processes import this checkout's code (a git worktree beside an editable
+    install of another checkout would otherwise serve that one's)."""
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def _bin(path: Path, name: str) -> str:
@@ -90,7 +99,7 @@ class LocalCluster:
         env.update(haproxy_state_environment(str(self.workdir / "haproxy")))  # not the session cluster's
         env.update(self.serve_ports)
         env["RAY_ADDRESS"] = self.address
-        return env
+        return with_checkout_on_path(env)
 
     def _start(self, node: str, arguments: list[str]) -> None:
         log = (self.workdir / f"{node}.log").open("wb")

@@ -22,6 +22,10 @@ def test_fast_path_is_on_with_haproxy_bound_to_its_parent() -> None:
     assert os.access(env["ZHSERVE_HAPROXY_BINARY"], os.X_OK)
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "2"
     assert any(note.startswith("HAProxy ingress:") for note in notes)
+    # A request the lost node's Ingress held is replayed on another (tests/serve/test_multinode.py).
+    retry_on = env["RAY_SERVE_HAPROXY_RETRY_ON"].split()
+    assert {"conn-failure", "empty-response", "junk-response"} <= set(retry_on)
+    assert not {"503", "504", "all-retryable-errors"} & set(retry_on)  # the service's own answers stand
 
 
 def test_without_haproxy_the_service_starts_on_the_python_proxy_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
