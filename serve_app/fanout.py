@@ -212,12 +212,6 @@ def sentiment_window_event(window: chunking.Window, probabilities: np.ndarray, l
 
 
 # --------------------------------------------------------------------------------------------
-# Fan-out: coalescing model calls (serve_app.model_client)
-
-Predict = Call
-
-
-# --------------------------------------------------------------------------------------------
 # The pipeline
 
 

@@ -186,10 +186,12 @@ class Ingress:
         self._size_clients()
 
     def _size_clients(self, counts: dict[fanout.Task, int] | None = None) -> None:
-        """Calls in flight per model: ``model_calls_per_replica`` for each running replica."""
+        """Calls in flight per model: ``model_calls_per_replica`` for each running replica (the
+        watcher's latest ``counts``; one per model until it has any)."""
+        counts = self.watcher.counts if counts is None else counts
         for task, client in self.clients.items():
-            replicas = max(1, self.watcher.counts.get(task, 1))
-            self.metrics.replicas.set(self.watcher.counts.get(task, 0), tags={"task": task})
+            replicas = max(1, counts.get(task, 1))
+            self.metrics.replicas.set(counts.get(task, 0), tags={"task": task})
             client.configure(
                 group_size=self.config.window_group_size, calls_in_flight=self.config.model_calls_per_replica * replicas
             )

@@ -26,7 +26,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tests.conftest import free_port
 from tests.support.cluster import LocalCluster
 
 FAKE_HEAD_TYPE = "ray.head.default"
@@ -102,24 +101,10 @@ class AutoscalingLocalCluster(LocalCluster):
         self.worker = worker or WorkerShape()
         self.idle_timeout_s = idle_timeout_s
 
-    def start_head(self) -> None:
+    def start_head(self, *extra: str) -> None:
         config = self.workdir / "autoscaling.json"
         config.write_text(json.dumps(autoscaling_config(self.address, self.worker, self.idle_timeout_s)))
-        self._start(
-            "head",
-            [
-                "--head",
-                "--num-cpus=0",
-                f"--port={self.gcs_port}",
-                "--node-ip-address=127.0.0.1",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={self.dashboard_port}",
-                f"--ray-client-server-port={free_port()}",
-                f"--temp-dir={self.workdir / 'ray'}",
-                f"--autoscaling-config={config}",
-            ],
-        )
-        self.wait_nodes(1)
+        super().start_head(f"--autoscaling-config={config}", *extra)
 
     def add_worker(self, name: str, cpus: int = 2) -> None:
         raise NotImplementedError("the autoscaler adds the worker nodes")

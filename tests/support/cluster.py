@@ -116,7 +116,8 @@ class LocalCluster:
         )
         self.nodes.append(node)
 
-    def start_head(self) -> None:
+    def start_head(self, *extra: str) -> None:
+        """The CPU-less head node; ``extra``: more ``ray start`` arguments."""
         self._start(
             "head",
             [
@@ -128,6 +129,7 @@ class LocalCluster:
                 f"--dashboard-port={self.dashboard_port}",
                 f"--ray-client-server-port={free_port()}",
                 f"--temp-dir={self.workdir / 'ray'}",
+                *extra,
             ],
         )
         self.wait_nodes(1)

@@ -4,7 +4,6 @@ run tiny real models in process, and its FastAPI app driven through ``httpx.ASGI
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,17 @@ from deployments.runtime.rows import TagRows, TokenRows
 from deployments.runtime.sentiment import SentimentModel
 from serve_app.config import UI_DIR, AppArgs
 from serve_app.ingress import Ingress, build_fastapi_app
+from serve_app.model_client import Call
 from tests.support.tiny_models import build_tiny_ner, build_tiny_sentiment
 
 LEXICON = {"马云": "PER", "杭州": "LOC", "腾讯公司": "ORG"}
-
-Predict = Callable[[TokenRows], Awaitable[Any]]
 
 
 class FakeHandle:
     """What the ingress uses of a ``DeploymentHandle``: ``options`` and ``remote``, whose answer
     is awaitable and cancellable (a task running ``predict``)."""
 
-    def __init__(self, predict: Predict, deployment_name: str) -> None:
+    def __init__(self, predict: Call, deployment_name: str) -> None:
         self.predict = predict
         self.deployment_name = deployment_name
         self.app_name = "zhserve"
@@ -58,7 +56,8 @@ class FakeModels:
 
 
 class OfflineIngress(Ingress):
-    """The ingress with no replica watcher (it asks the Serve controller, which is not running)."""
+    """The ingress with no replica watcher and no start-up calibration: there are no Serve
+    routers or controller to read, and the fake models answer at once."""
 
     def _ensure_following(self) -> None:
         pass

@@ -15,9 +15,7 @@ import pytest
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
-from deployments.runtime.ner import NerModel
-from deployments.runtime.rows import TagRows, TokenRows
-from deployments.runtime.sentiment import SentimentModel
+from deployments.runtime.rows import TokenRows
 from deployments.server import ItemError
 from serve_app import admission, fanout
 from serve_app.errors import (
@@ -28,38 +26,33 @@ from serve_app.errors import (
     PayloadTooLargeError,
     RequestTimeoutError,
 )
-from tests.support.tiny_models import build_tiny_ner, build_tiny_sentiment
+from tests.support import fake_ingress
 
-LEXICON = {"马云": "PER", "杭州": "LOC", "腾讯公司": "ORG"}
 SETTINGS = fanout.PlanSettings()
 
 
-class FakeModels:
-    """Predict coroutines over the real model core, recording every call they answer."""
+class FakeModels(fake_ingress.FakeModels):
+    """Predict coroutines over the real model core, recording every call they answer; a
+    ``gate`` holds every call until it is set."""
 
     def __init__(self, root: Path) -> None:
-        self.ner_dir = build_tiny_ner(root / "ner", LEXICON, extra_chars="在的了和。好差")
-        self.sentiment_dir = build_tiny_sentiment(root / "sentiment", "好棒", "差烂")
-        self.ner = NerModel.from_model_dir(self.ner_dir)
-        self.sentiment = SentimentModel.from_model_dir(self.sentiment_dir)
+        super().__init__(root)
         self.calls: dict[str, list[int]] = {"ner": [], "sentiment": []}
-        self.delay_s = 0.0
         self.gate: asyncio.Event | None = None
 
     async def predict_ner(self, rows: TokenRows) -> Any:
         self.calls["ner"].append(len(rows))
-        await self._wait()
-        return TagRows.pack(self.ner.tag(rows.rows()))
+        await self._gate()
+        return await super().predict_ner(rows)
 
     async def predict_sentiment(self, rows: TokenRows) -> Any:
         self.calls["sentiment"].append(len(rows))
-        await self._wait()
-        return self.sentiment.probabilities_of_rows(rows.rows())
+        await self._gate()
+        return await super().predict_sentiment(rows)
 
-    async def _wait(self) -> None:
+    async def _gate(self) -> None:
         if self.gate is not None:
             await self.gate.wait()
-        await asyncio.sleep(self.delay_s)
 
     def served(self) -> dict[fanout.Task, fanout.ServedModel]:
         return {
