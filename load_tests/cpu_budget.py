@@ -212,12 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="append the tables to this markdown file")
     options = parser.parse_args(argv)
     routes = options.routes.split(",")
+    given = dict(item.split("=", 1) for item in options.arg)  # builder args
     report = Report()
     work = Path(tempfile.mkdtemp(prefix="zhserve-cpu-"))
     lua = scripts(work)
     limits: dict[str, float] = {}
     if not options.no_limit:
-        given = dict(item.split("=", 1) for item in options.arg)
         ner_dir = Path(given.get("ner_model", REPO_ROOT / "models" / "ner"))
         sentiment_dir = Path(given.get("sentiment_model", REPO_ROOT / "models" / "sentiment-e5"))
         for route in routes:
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
             limits[route] = 2000 / rate
             print(f"model core in process, {kind}: {rate:,.0f} texts/s = {limits[route]:.2f} CPU ms per text")
     env = dict(item.split("=", 1) for item in options.env)
-    args = dict(item.split("=", 1) for item in options.arg) or None
+    args = given or None
     service = start_zhserve("zhserve", work, overrides=options.override, env=env, args=args, golden=args is None)
     budgets = []
     try:
