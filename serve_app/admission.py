@@ -40,13 +40,18 @@ class RateMeter:
     """Seconds of one call slot per token of work."""
 
     seconds_per_token: float = SECONDS_PER_TOKEN_PRIOR
+    # What a token costs with the models to itself: the start-up calibration on the idle service
+    # (or the first measured call). The moving average above follows the load (calls that queued
+    # behind others, or waited for a replica that was starting), which is right for the backlog but
+    # would refuse a request's own work for a while after a busy spell.
+    alone_seconds_per_token: float = SECONDS_PER_TOKEN_PRIOR
     calibrated: bool = False
     calls: int = 0
 
     def calibrate(self, tokens: int, seconds: float) -> None:
         """The rate of a timed call on the served model (replaces the prior)."""
         if tokens > 0 and seconds > 0:
-            self.seconds_per_token = seconds / tokens
+            self.seconds_per_token = self.alone_seconds_per_token = seconds / tokens
             self.calibrated = True
 
     def observe(self, tokens: int, seconds: float) -> None:
@@ -56,7 +61,7 @@ class RateMeter:
         self.calls += 1
         sample = seconds / tokens
         if not self.calibrated:  # the first measured call replaces the prior outright
-            self.seconds_per_token = sample
+            self.seconds_per_token = self.alone_seconds_per_token = sample
             self.calibrated = True
             return
         self.seconds_per_token += SMOOTHING * (sample - self.seconds_per_token)
@@ -79,11 +84,12 @@ def decide(
 ) -> None:
     """Accept ``own_tokens`` more work or raise.
 
-    413 when the request alone needs more than ``horizon_s`` (no wait would help); 503 with
+    413 when the request alone needs more than ``horizon_s`` at the rate measured with the models to
+    itself (no wait would help); 503 with
     Retry-After when the accepted backlog plus this request would not finish within it (for a
     ``short`` request, within ``SHORT_SHARE`` of ``limit_s``: it goes ahead of the backlog).
     """
-    own_s = meter.seconds(own_tokens, slots)
+    own_s = own_tokens * meter.alone_seconds_per_token / max(slots, 1)
     if own_s > horizon_s:
         raise PayloadTooLargeError(
             f"this request needs about {own_s:,.0f} s of {model} model time at the measured rate "

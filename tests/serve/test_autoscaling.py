@@ -42,6 +42,10 @@ def fast_scaling_application() -> dict[str, Any]:
     for deployment in application["deployments"]:
         scaling = copy.deepcopy(deployment["autoscaling_config"])
         scaling.update(FAST, min_replicas=1, max_replicas=2)
+        if deployment["name"] != "Ingress":
+            # Each ingress replica keeps one call on each model replica (model_calls_per_replica 1), so
+            # a busy model replica shows one ongoing request per ingress: above half means "add one".
+            scaling["target_ongoing_requests"] = 0.5
         deployment["autoscaling_config"] = scaling
     return application
 

@@ -63,3 +63,15 @@ def test_a_short_request_fits_behind_a_backlog_that_refuses_long_ones() -> None:
             limit_s=120,
             short=True,
         )
+
+
+def test_a_busy_spell_does_not_refuse_work_that_fits_the_models_alone() -> None:
+    """Calls timed under load (queued behind others, waiting for a replica) raise the rate the
+    backlog is judged by, not the estimate of a request's own work with the models to itself."""
+    rate = meter(0.0001)  # calibrated on the idle service: 0.1 ms per token
+    for _ in range(30):
+        rate.observe(tokens=100, seconds=0.1)  # 1 ms per token while busy
+    assert rate.seconds_per_token > 0.0009 and rate.alone_seconds_per_token == pytest.approx(0.0001)
+    decide(model="NER", own_tokens=200_000, backlog_tokens=0, slots=1, meter=rate, horizon_s=96, limit_s=120)
+    with pytest.raises(OverloadedError):
+        decide(model="NER", own_tokens=100, backlog_tokens=100_000, slots=1, meter=rate, horizon_s=96, limit_s=120)
