@@ -53,6 +53,9 @@ def require_program(path: Path) -> None:
     pytest.skip(message)
 
 
+METRICS_REPORT_INTERVAL_MS = 2000
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,7 +87,15 @@ def ray_cluster() -> Iterator[None]:
     print("\n".join(notes))
     # 4 logical CPUs on a 2-core box: room for a second application (the exported-twin test)
     # beside the main one; Ray CPUs are scheduling units, ONNX threads are set per replica.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # Metrics reach the nodes' export ports every 2 s (Ray's default is 10 s), so a metrics test
+    # can tell when the counters of the tests before it have settled.
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        _system_config={"metrics_report_interval_ms": METRICS_REPORT_INTERVAL_MS},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     try:
         yield

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, free_port, require_program
+from tests.conftest import METRICS_REPORT_INTERVAL_MS, REPO_ROOT, free_port, require_program
 
 pytestmark = pytest.mark.serve
 
@@ -79,6 +79,7 @@ def prometheus(zhserve_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
         "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": targets}]}],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    wait_for_settled_counters(targets)
     url = f"http://127.0.0.1:{free_port()}"
     with open(work / "prometheus.log", "wb") as log:
         process = subprocess.Popen(
@@ -106,6 +107,39 @@ def prometheus(zhserve_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def http_requests_by_status(targets: list[str]) -> dict[tuple[str, str], float]:
+    """zhserve's HTTP request counters summed over the nodes' export ports, by (route, status)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[tuple[str, str], float] = {}
+    for target in targets:
+        text = httpx.get(f"http://{target}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            if family.name != "ray_serve_num_http_requests":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("application") == "zhserve":
+                    key = (sample.labels.get("route", ""), sample.labels.get("status_code", ""))
+                    totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def wait_for_settled_counters(targets: list[str], timeout_s: float = 120.0) -> None:
+    """Wait until the request counters stop moving for three report intervals: the tests before this
+    module (the overload test's 503s) are exported a report interval late, and a Prometheus started
+    before they land would count them as this module's errors."""
+    quiet_s = 3 * METRICS_REPORT_INTERVAL_MS / 1000
+    deadline = time.monotonic() + timeout_s
+    last = http_requests_by_status(targets)
+    since = time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, f"request counters still moving after {timeout_s:.0f} s: {last}"
+        time.sleep(0.5)
+        now = http_requests_by_status(targets)
+        if now != last:
+            last, since = now, time.monotonic()
 
 
 def send_traffic(url: str) -> None:
