@@ -48,6 +48,39 @@ class ServerStats:
     compute_s: float = 0.0  # time spent computing batches (tokens in, answers out)
 
 
+@dataclass
+class BusyClock:
+    """The share of wall time a replica spends computing, read as deltas between two reads.
+
+    This is what the model deployments autoscale on (serve_app.autoscaling_policy): a replica's
+    ongoing requests say only that a call is there (the ingress keeps one on each replica while any
+    document is in flight), not whether the replica's core is short.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    busy_s: float = 0.0
+    started: float | None = None
+    _last_read: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        self.started = self.clock()
+
+    def stop(self) -> None:
+        if self.started is not None:
+            self.busy_s += self.clock() - self.started
+            self.started = None
+
+    def share_since_last_read(self) -> float:
+        """Busy time over wall time since the previous read (a batch in progress counts so far)."""
+        now = self.clock()
+        busy = self.busy_s + (now - self.started if self.started is not None else 0.0)
+        previous = self._last_read
+        self._last_read = (now, busy)
+        if previous is None or now <= previous[0]:
+            return 0.0
+        return min(max((busy - previous[1]) / (now - previous[0]), 0.0), 1.0)
+
+
 def _memory_gauges() -> tuple[Any, Any]:
     from ray.serve.metrics import Gauge
 
@@ -71,6 +104,9 @@ def _refusal_counter() -> Any:
         tag_keys=("reason",),
     )
 
+
+BUSY_SHARE_METRIC = "busy_share"
+"""The custom autoscaling metric a model replica reports (serve_app.autoscaling_policy reads it)."""
 
 TEST_HOOKS_ENV = "ZHSERVE_TEST_HOOKS"
 """Set to 1 (tests only) to enable ``ModelServerBase.grow``; production replicas refuse it."""
@@ -104,6 +140,7 @@ class ModelServerBase(Generic[R]):
         self._rss_gauge, self._budget_gauge = _memory_gauges()
         self._refusals = _refusal_counter()
         self._ballast: list[bytearray] = []
+        self._busy = BusyClock()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` live: batch size, batch wait, token budget, memory budget."""
@@ -124,6 +161,12 @@ class ModelServerBase(Generic[R]):
         if self.config.compute_in_thread:
             return await asyncio.to_thread(compute, argument)
         return compute(argument)
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve calls this every metrics interval (custom autoscaling metrics): the share of the
+        time since the last call this replica spent computing; the model deployments' policy
+        (serve_app.autoscaling_policy.BusyShare) adds the shares up."""
+        return {BUSY_SHARE_METRIC: self._busy.share_since_last_read()}
 
     def info(self) -> dict[str, Any]:
         """The served model's manifest summary (what ``GET /v1/models`` lists)."""
@@ -181,8 +224,12 @@ class ModelServerBase(Generic[R]):
         the group are still answered.
         """
         started = time.perf_counter()
-        rows = [row for group in groups for row in group.rows()]
-        results = self._infer_guarded(rows)
+        self._busy.start()
+        try:
+            rows = [row for group in groups for row in group.rows()]
+            results = self._infer_guarded(rows)
+        finally:
+            self._busy.stop()
         answers: list[Any] = []
         position = 0
         for group in groups:

@@ -22,7 +22,12 @@ MODEL_DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "max_ongoing_requests": 64,  # must be ≥ max_batch_size or batches never fill
     # One replica of each model: on one 2-core machine a second one only competes for the cores
     # (serve_config.yaml says more); raise max_replicas where there are cores to spare.
-    "autoscaling_config": {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 1},
+    "autoscaling_config": {
+        "min_replicas": 1,
+        "max_replicas": 1,
+        # On the share of time the replicas compute (serve_app/autoscaling_policy.py).
+        "policy": {"policy_function": "serve_app.autoscaling_policy:BusyShare"},
+    },
     "ray_actor_options": {"num_cpus": 0.4, "memory": 1 << 30},
     "health_check_period_s": 2,
     "health_check_timeout_s": 10,
