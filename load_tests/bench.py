@@ -455,6 +455,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15, help="duration of each load level")
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--sections", default="limit,seed,zhserve,levers,base,peers,memory")
+    parser.add_argument("--levers", default=None, help="only the levers whose names contain one of these (a,b,...)")
     parser.add_argument("--peers", default=",".join(PEERS), help="the peers the peers section measures")
     parser.add_argument("--peer-sizes", default=",".join(SIZES), help="model sizes the peers section serves")
     parser.add_argument("--warm-up", type=float, default=WARM_UP_S, help="seconds at 16 clients before the points")
@@ -591,7 +592,7 @@ def main() -> None:
         )  # fmt: skip
 
     if "levers" in sections:
-        levers(report, work, lua, seconds, tier)
+        levers(report, work, lua, seconds, tier, only=options.levers)
     ours_by_size = {("embedded", route, count): point for (route, count), point in ours.items()}
     if "base" in sections:
         every_route = "peers" in sections and "base" in options.peer_sizes.split(",")
@@ -631,7 +632,9 @@ LEVERS: list[tuple[str, list[str], dict[str, str]]] = [
     ("throughput mode and HAProxy off (Ray's defaults)", [],
      {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}),
     ("proxy_location EveryNode", ["proxy_location=EveryNode"], {}),
-    ("1 call in flight per model replica", ["Ingress.user_config.model_calls_per_replica=1"], {}),
+    ("2 calls in flight per model replica (the model busy across the round trip)",
+     ["Ingress.user_config.model_calls_per_replica=2"], {}),
+    ("calls of up to 64 windows", ["Ingress.user_config.window_group_size=64"], {}),
     ("4 calls in flight per model replica", ["Ingress.user_config.model_calls_per_replica=4"], {}),
     ("model batches computed in a thread", ["NER.user_config.compute_in_thread=true",
                                             "Sentiment.user_config.compute_in_thread=true"], {}),
@@ -646,25 +649,41 @@ LEVERS: list[tuple[str, list[str], dict[str, str]]] = [
 ]  # fmt: skip
 
 
-def levers(report: Report, work: Path, lua: dict[str, Path], seconds: float, tier: dict[str, Any]) -> None:
+def levers(
+    report: Report, work: Path, lua: dict[str, Path], seconds: float, tier: dict[str, Any], only: str | None = None
+) -> None:
     rows = []
     baseline: dict[str, float] = {}
-    for name, overrides, env in LEVERS:
+    words = only.split(",") if only else []
+    chosen = [lever for i, lever in enumerate(LEVERS) if i == 0 or not words or any(w in lever[0] for w in words)]
+    for name, overrides, env in chosen:
         print(f"\n[levers] {name}", flush=True)
         service = start_zhserve("lever", work, overrides=overrides, env=env, args=tier)
         try:
             warm_up(service.url + "/v1/analyze", lua["text"])
             ner = wrk(service.url + "/v1/ner", lua["text"], 16, seconds, f"{name}: /v1/ner")
             analyze = wrk(service.url + "/v1/analyze", lua["text"], 16, seconds, f"{name}: /v1/analyze")
+            batch = wrk(service.url + "/v1/batch", lua["batch"], 16, seconds, f"{name}: /v1/batch", BATCH_TEXTS)
         finally:
             stop_zhserve(service)
         if not baseline:
-            baseline = {"ner": ner.rps, "analyze": analyze.rps}
+            baseline = {"ner": ner.rps, "analyze": analyze.rps, "batch": batch.rps}
         rows.append([name, f"{ner.rps:.0f}", f"{ner.p99_ms:.0f}", ratio(ner.rps, baseline["ner"]), f"{analyze.rps:.0f}",
-                     f"{analyze.p99_ms:.0f}", ratio(analyze.rps, baseline["analyze"])])  # fmt: skip
+                     f"{analyze.p99_ms:.0f}", ratio(analyze.rps, baseline["analyze"]), f"{batch.rps:.0f}",
+                     ratio(batch.rps, baseline["batch"])])  # fmt: skip
     report.table(
         "Each setting on and off (16 clients)",
-        ["setting", "/v1/ner req/s", "p99 ms", "vs default", "/v1/analyze req/s", "p99 ms", "vs default"],
+        [
+            "setting",
+            "/v1/ner req/s",
+            "p99 ms",
+            "vs default",
+            "/v1/analyze req/s",
+            "p99 ms",
+            "vs default",
+            "/v1/batch texts/s",
+            "vs default",
+        ],
         rows,
         note="One setting changed at a time from `make run`'s configuration; every row a fresh start.",
     )

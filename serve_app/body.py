@@ -3,7 +3,7 @@ they are refused.
 
 - :func:`read_body`: 415 for a content type other than JSON, 413 as soon as the body exceeds
   ``max_body_bytes`` — declared or not (a chunked body is counted while it is read, never buffered
-  past the limit).
+  past the limit), 408 when it has not arrived within ``body_timeout_s``.
 - :func:`parse`: 400 for bytes that are not UTF-8 JSON (or nest deeper than the parser goes),
   422 for JSON that does not match the schema.
 - :func:`check_text`: 413 for a text over ``max_text_chars``, 400 for unpaired surrogates.
@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.config import IngressConfig
 from serve_app.errors import (
+    BodyTimeoutError,
     InvalidEncodingError,
     InvalidJSONError,
     PayloadTooLargeError,
@@ -66,11 +67,17 @@ async def read_body(request: Request, config: IngressConfig) -> bytes:
         raise PayloadTooLargeError(f"request body has {int(declared):,} bytes; the limit is {limit:,}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body has more than {limit:,} bytes; the limit is {limit:,}")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(config.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"request body has more than {limit:,} bytes; the limit is {limit:,}")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeoutError(
+            f"request body not received within {config.body_timeout_s:g} s ({size:,} bytes arrived)"
+        ) from None
     return b"".join(chunks)
 
 

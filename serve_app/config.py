@@ -25,6 +25,14 @@ class IngressConfig(BaseModel):
     max_batch_chars: int = Field(default=1_000_000, ge=1, description="Characters in one /v1/batch request")
     max_body_bytes: int = Field(default=8 << 20, ge=1024, description="Bytes of one request body")
     request_timeout_s: float = Field(default=120.0, gt=0, description="Time limit of one request")
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Time limit for a request body to arrive (from the first byte read): a client trickling its "
+            "body holds a connection and a task no longer than this, then gets 408"
+        ),
+    )
     window_overlap_tokens: int = Field(default=32, ge=0, description="Overlap of windows cut from long sentences")
     ner_context: Literal["sentence", "window"] = Field(
         default="sentence",

@@ -77,6 +77,11 @@ class MethodNotAllowedError(ZhserveError):
     description = "The route exists but not for this method."
 
 
+class BodyTimeoutError(ZhserveError):
+    status_code, code = 408, "body_timeout"
+    description = "The request body did not arrive within body_timeout_s (a client sending too slowly)."
+
+
 class PayloadTooLargeError(ZhserveError):
     status_code, code = 413, "payload_too_large"
     description = "Text, batch or body over the configured limit (the message names it)."
@@ -134,7 +139,8 @@ def error_classes() -> list[type[ZhserveError]]:
         NotFoundError,
         MethodNotAllowedError,
     ]
-    classes += [PayloadTooLargeError, UnsupportedMediaTypeError, SchemaValidationError, EmptyTextError]
+    classes += [BodyTimeoutError, PayloadTooLargeError, UnsupportedMediaTypeError]
+    classes += [SchemaValidationError, EmptyTextError]
     classes += [ModelFailureError, ZhserveError, OverloadedError, ModelsNotReadyError, RequestTimeoutError]
     return classes
 

@@ -49,7 +49,7 @@ def test_ray_failures_map_to_api_errors_and_cancellation_passes_through() -> Non
 
 def test_error_responses_list_every_status_and_code() -> None:
     responses = error_responses(ErrorResponse)
-    assert sorted(responses) == [400, 401, 404, 405, 413, 415, 422, 500, 503, 504]
+    assert sorted(responses) == [400, 401, 404, 405, 408, 413, 415, 422, 500, 503, 504]
     for cls in error_classes():
         assert f"`{cls.code}`" in responses[cls.status_code]["description"]
     assert all(issubclass(cls, ZhserveError) for cls in error_classes())

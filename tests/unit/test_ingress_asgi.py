@@ -313,6 +313,31 @@ def test_slow_clients_sending_a_byte_at_a_time_do_not_hold_up_others(ingress: Of
     assert statuses == [200] * 50
 
 
+def test_a_body_that_does_not_arrive_in_time_is_answered_408_and_others_are_served(ingress: OfflineIngress) -> None:
+    ingress.reconfigure({"body_timeout_s": 0.3})
+    body = json.dumps({"text": "马云在杭州。"}).encode()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield body[:5]
+        await asyncio.sleep(5)  # the client stops sending mid-body
+        yield body[5:]
+
+    async def go() -> tuple[httpx.Response, float, httpx.Response]:
+        async with client(ingress) as http:
+            started = time.perf_counter()
+            slow = asyncio.ensure_future(http.post("/v1/ner", content=stalls(), headers=JSON))
+            fast = await http.post("/v1/ner", json={"text": "马云在杭州。"})
+            answer = await asyncio.wait_for(slow, 30)
+            return answer, time.perf_counter() - started, fast
+
+    answer, seconds, fast = asyncio.run(go())
+    assert fast.status_code == 200
+    assert answer.status_code == 408, answer.text
+    assert answer.json()["error"]["code"] == "body_timeout"
+    assert "0.3 s" in answer.json()["error"]["message"] and "5 bytes arrived" in answer.json()["error"]["message"]
+    assert seconds < 10  # answered at the deadline (then the lingering close reads what follows, bounded)
+
+
 # ------------------------------------------------------------------------------ fuzzing
 
 HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
