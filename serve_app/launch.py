@@ -19,6 +19,8 @@ processes start, so no serve config can set them (measured in load_tests/bench.p
   ends with the connection closed and no answer (``empty-response``) or half an answer
   (``junk-response``). Every zhserve route is pure (model calls change nothing), so replaying
   those is safe. Not 503 or 504: those are the service's own answers (overloaded, timed out).
+- ``RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S``: 135 s (Serve sets none), so a request held by a replica
+  on a node lost silently is replayed too (see ``HAPROXY_TIMEOUT_SERVER_S``).
 
 Where HAProxy cannot run (no wheel for the platform, a binary that does not start), the service
 starts on Ray's Python proxy and this launcher says so on stderr: never a silent slow path. A
@@ -38,9 +40,15 @@ from collections.abc import Mapping
 
 HAPROXY_WRAPPER = "zhserve-haproxy"
 REAL_HAPROXY_VARIABLE = "ZHSERVE_HAPROXY_BINARY"
-# ``response-timeout`` acts only where a server timeout is set (RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S;
-# Serve sets none): a node lost without a FIN or RST then costs that wait before the replay.
+# ``response-timeout`` acts only where a server timeout is set: see HAPROXY_TIMEOUT_SERVER_S.
 HAPROXY_RETRY_ON = "conn-failure empty-response junk-response response-timeout"
+HAPROXY_TIMEOUT_SERVER_S = "135"
+"""HAProxy's ``timeout server`` (``RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S``; Serve sets none): how long an
+Ingress replica may send nothing. Every zhserve answer starts within the proxy's bound of 130 s
+(request_timeout_s 120 + a margin; a stream sends a line per finished part), so only a replica on a
+node lost without a FIN or RST (power cut, partition) stays silent that long: without a server timeout
+its requests waited for ever (HAProxy's client timeout is an hour); with it they are replayed on
+another replica (``response-timeout`` in the retry policy) after 135 s."""
 
 
 def find_haproxy() -> tuple[str | None, str]:
@@ -94,6 +102,7 @@ def fast_path_environment(environ: Mapping[str, str], *, local: bool) -> tuple[d
             env.setdefault(REAL_HAPROXY_VARIABLE, binary)
             env.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH", wrapper)
             env.setdefault("RAY_SERVE_HAPROXY_RETRY_ON", HAPROXY_RETRY_ON)
+            env.setdefault("RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S", HAPROXY_TIMEOUT_SERVER_S)
             state = os.path.join(tempfile.gettempdir(), f"zhserve-haproxy-{os.getpid()}")
             for key, value in haproxy_state_environment(state).items():
                 env.setdefault(key, value)
@@ -117,6 +126,7 @@ FAST_PATH_VARIABLES = (
     "RAY_SERVE_ENABLE_HA_PROXY",
     "RAY_SERVE_HAPROXY_BINARY_PATH",
     "RAY_SERVE_HAPROXY_RETRY_ON",
+    "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S",
     REAL_HAPROXY_VARIABLE,
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S",
     "RAY_USAGE_STATS_ENABLED",

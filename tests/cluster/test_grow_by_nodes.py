@@ -57,3 +57,5 @@ def test_replicas_wait_for_nodes_the_autoscaler_adds_and_both_go_away_after(tmp_
     requests = timeline["requests"]
     assert requests["during scale-down"] > 0
     assert not timeline["failures"], timeline["failures"][:5]  # nothing cut, under load or while shrinking
+    # Admission control may refuse a few of 16 clients' documents at once (503 + Retry-After) at the peak.
+    assert requests["refused at admission (503 overloaded)"] <= 0.1 * requests["heavy"], requests

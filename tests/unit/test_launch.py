@@ -26,6 +26,8 @@ def test_fast_path_is_on_with_haproxy_bound_to_its_parent() -> None:
     retry_on = env["RAY_SERVE_HAPROXY_RETRY_ON"].split()
     assert {"conn-failure", "empty-response", "junk-response"} <= set(retry_on)
     assert not {"503", "504", "all-retryable-errors"} & set(retry_on)  # the service's own answers stand
+    # A replica on a node lost silently is given up on after the proxy's bound (130 s) and a margin.
+    assert "response-timeout" in retry_on and int(env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"]) > 130
 
 
 def test_without_haproxy_the_service_starts_on_the_python_proxy_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
