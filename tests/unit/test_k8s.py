@@ -18,7 +18,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from scripts import placement
-from serve_app.launch import HAPROXY_RETRY_ON
+from serve_app.launch import HAPROXY_RETRY_ON, HAPROXY_TIMEOUT_SERVER_S
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO_ROOT.parent / "shared" / "schemas"
@@ -275,9 +275,11 @@ def test_every_pod_runs_serves_fast_path(rayservice: dict[str, Any], serve_confi
         assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
         assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/app/bin/zhserve-haproxy"
         assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == HAPROXY_RETRY_ON  # as the launcher sets it
+        assert env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] == HAPROXY_TIMEOUT_SERVER_S
     dockerfile = (REPO_ROOT / "k8s" / "Dockerfile").read_text(encoding="utf-8")
     assert "RAY_SERVE_HAPROXY_BINARY_PATH=/app/bin/zhserve-haproxy" in dockerfile
     assert f'RAY_SERVE_HAPROXY_RETRY_ON="{HAPROXY_RETRY_ON}"' in dockerfile
+    assert f"RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S={HAPROXY_TIMEOUT_SERVER_S}" in dockerfile
     assert serve_config["logging_config"]["enable_access_log"] is False
     assert load(REPO_ROOT / "serve_config.yaml")["logging_config"]["enable_access_log"] is False
 
