@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
-from deployments.server import ItemError
+from deployments.runtime.answers import ItemError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

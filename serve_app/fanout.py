@@ -37,9 +37,9 @@ from deployments.runtime.spans import Entity, build_entities
 from deployments.runtime.tokenizer import Tokenized, Tokenizer
 from serve_app import chunking
 from serve_app.errors import EmptyTextError, api_error
-from serve_app.model_client import Call, ModelClient, refused, split_answer
+from serve_app.model_client import Call, ModelClient
 
-__all__ = ["Call", "ModelClient", "refused", "split_answer"]
+__all__ = ["Call", "ModelClient"]
 
 Task = Literal["ner", "sentiment"]
 

@@ -31,8 +31,8 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.runtime.answers import FailedRows, ModelAnswer
 from deployments.runtime.rows import TokenRows
-from deployments.server import ItemError
 from serve_app import fanout
 from serve_app.body import JSON_MEDIA_TYPE, LingeringCloseMiddleware, check_text, parse, read_body
 from serve_app.config import AppArgs, IngressConfig
@@ -122,7 +122,7 @@ def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE)
 
 
-async def _call(handle: DeploymentHandle, rows: TokenRows) -> Any:
+async def _call(handle: DeploymentHandle, rows: TokenRows) -> ModelAnswer:
     """One attempt of ``handle.predict(rows)`` (the model client repeats lost or refused calls).
     Cancelling the awaiting task cancels the request in flight, so nothing keeps computing for a
     caller who has gone."""
@@ -352,20 +352,15 @@ class Ingress:
             if not probe.done():
                 probe.cancel()
                 down.append(f"{task} (no answer within 10 s)")
-            elif probe.exception() is not None or isinstance(probe.result(), ItemError):
+            elif probe.exception() is not None or isinstance(probe.result(), FailedRows):
                 down.append(f"{task} ({_reason(probe)})")
         if down:
             raise ModelsNotReadyError(f"not ready: {', '.join(down)}")
         return ReadyResponse(status="ready", models={task: model.model_id for task, model in self.models.items()})
 
-    async def _probe(self, task: fanout.Task, text: str) -> Any:
+    async def _probe(self, task: fanout.Task, text: str) -> ModelAnswer:
         tokens = self.models[task].tokenizer.encode([text])[0]
-        response = self.handles[task].remote(TokenRows.pack([tokens.ids]))
-        try:
-            return await response
-        except asyncio.CancelledError:
-            response.cancel()
-            raise
+        return await _call(self.handles[task], TokenRows.pack([tokens.ids]))
 
     async def models_(self) -> ModelsResponse:
         """The served models: name, version, labels, quantisation, maximum sequence length."""
@@ -458,9 +453,9 @@ def make_fastapi_ingress(cls: type[Ingress] = Ingress) -> type[Ingress]:
     return serve.ingress()(served)
 
 
-def _reason(probe: "asyncio.Future[Any]") -> str:
+def _reason(probe: "asyncio.Future[ModelAnswer]") -> str:
     exc = probe.exception()
-    if exc is None:
-        return "the replica refused the probe"
+    if exc is None:  # answered with FailedRows
+        return "the replica refused the probe" if probe.result().refused else "the model failed on the probe"
     error = api_error(exc, timeout_s=10)
     return error.code if isinstance(error, ZhserveError) else "the probe failed"

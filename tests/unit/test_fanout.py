@@ -10,13 +10,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
+from deployments.runtime.answers import FailedRows, ItemError, ModelAnswer
 from deployments.runtime.rows import TokenRows
-from deployments.server import ItemError
 from serve_app import admission, fanout
 from serve_app.errors import (
     EmptyTextError,
@@ -153,11 +152,11 @@ def test_a_failed_row_fails_only_its_own_request(models: FakeModels) -> None:
     poison = int(models.ner.tokenizer.encode(["马"])[0].ids[0])
     sizes: list[int] = []
 
-    async def poisoned_row_fails(rows: TokenRows) -> Any:
+    async def poisoned_row_fails(rows: TokenRows) -> ModelAnswer:
         sizes.append(len(rows))
         answers: list[Any] = models.ner.tag(rows.rows())
-        return [ItemError("the model failed on this window") if row[0] == poison else answer
-                for row, answer in zip(rows.rows(), answers, strict=True)]  # fmt: skip
+        return FailedRows(tuple(ItemError("the model failed on this window") if row[0] == poison else answer
+                                for row, answer in zip(rows.rows(), answers, strict=True)))  # fmt: skip
 
     pipeline = models.pipeline(ner=poisoned_row_fails, sentiment=models.predict_sentiment, calls_in_flight=1)
     plans = [pipeline.planner.plan(text, ["ner"], SETTINGS) for text in ("马云", "杭州")]
@@ -187,7 +186,7 @@ def test_a_failed_row_fails_only_its_own_request(models: FakeModels) -> None:
 def test_call_failures_become_api_errors(models: FakeModels, failure: Any, error: type[Exception]) -> None:
     async def failing(rows: TokenRows) -> Any:
         if isinstance(failure, ItemError):
-            return [failure] * len(rows)
+            return FailedRows((failure,) * len(rows))
         raise failure
 
     pipeline = models.pipeline(sentiment=failing)
@@ -299,11 +298,6 @@ def test_models_with_one_tokenizer_share_one_encoding(models: FakeModels, monkey
     assert served["ner"].tokenizer_key != served["sentiment"].tokenizer_key  # different vocabularies here
 
 
-def test_split_answer_rejects_a_wrong_row_count() -> None:
-    with pytest.raises(RuntimeError, match="answered 2 rows for a call of 3"):
-        fanout.split_answer(np.zeros((2, 2)), 3)
-
-
 def test_admission_refuses_work_beyond_what_the_models_finish_in_time_at_once(models: FakeModels) -> None:
     """A backlog the models cannot finish within the time limit: the next request is refused
     with 503 + Retry-After without waiting; what was accepted completes; once the backlog is
@@ -359,7 +353,7 @@ def test_the_rate_is_measured_on_successful_attempts_only(models: FakeModels) ->
     async def refusing_once(rows: TokenRows) -> Any:
         if answers["refused"]:
             answers["refused"] -= 1
-            return [ItemError("over its budget", retryable=True) for _ in range(len(rows))]
+            return FailedRows(tuple(ItemError("over its budget", retryable=True) for _ in range(len(rows))))
         return await models.predict_ner(rows)
 
     pipeline = models.pipeline(group_size=16, calls_in_flight=1, ner=refusing_once)
@@ -448,12 +442,6 @@ def test_a_model_marked_unavailable_fails_waiting_and_new_requests_at_once(model
         assert isinstance(error, ModelsNotReadyError) and error.status_code == 503
         assert int(error.headers["Retry-After"]) >= 1 and "NER model has no running replica" in str(error)
     assert pipeline.clients["ner"].backlog == 0 and pipeline.clients["ner"].in_flight == 0
-
-
-def test_only_retryable_refusals_count_as_refused() -> None:
-    assert fanout.refused([ItemError("over its budget", retryable=True), ItemError("x")])
-    assert not fanout.refused([ItemError("the model failed on this window")])
-    assert not fanout.refused(np.zeros((2, 2)))
 
 
 def test_a_short_request_is_not_stuck_behind_a_long_document(models: FakeModels) -> None:

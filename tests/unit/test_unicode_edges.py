@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from deployments.runtime.answers import ModelAnswer, ProbabilityRows, TagRows
 from deployments.runtime.ner import NerModel
-from deployments.runtime.rows import TagRows, TokenRows
+from deployments.runtime.rows import TokenRows
 from deployments.runtime.sentiment import SentimentModel
 from serve_app import fanout
 from serve_app.config import EMBEDDED_NER_MODEL, EMBEDDED_SENTIMENT_MODEL
@@ -76,11 +77,11 @@ class InProcess:
         }
         self.pipeline = fanout.Pipeline(fanout.Planner(served), clients)
 
-    async def _ner(self, rows: TokenRows) -> Any:
+    async def _ner(self, rows: TokenRows) -> ModelAnswer:
         return TagRows.pack(self.ner.tag(rows.rows()))
 
-    async def _sentiment(self, rows: TokenRows) -> Any:
-        return self.sentiment.probabilities_of_rows(rows.rows())
+    async def _sentiment(self, rows: TokenRows) -> ModelAnswer:
+        return ProbabilityRows(self.sentiment.probabilities_of_rows(rows.rows()))
 
     def analyze(self, text: str) -> dict[str, Any]:
         plan = self.pipeline.planner.plan(text, ["ner", "sentiment"], SETTINGS)
