@@ -8,7 +8,7 @@ that knows them; the OpenAPI responses (``error_responses``) and the README's ta
 from the classes here.
 
 FastAPI is imported only where the handlers are installed, so the request pipeline
-(``serve_app.fanout``) can use these errors without it.
+(``serve_app.pipeline``) can use these errors without it.
 """
 
 from __future__ import annotations
