@@ -10,12 +10,13 @@ import numpy as np
 from ray import serve
 
 from deployments.batching import MemoryGuard
+from deployments.runtime.answers import ModelAnswer, TagRow, TagRows
 from deployments.runtime.ner import NerModel
-from deployments.runtime.rows import TagRows, TokenRows
+from deployments.runtime.rows import TokenRows
 from deployments.server import ModelServerBase
 
 
-class NerServer(ModelServerBase[tuple[np.ndarray, np.ndarray]]):
+class NerServer(ModelServerBase[TagRow]):
     """Tags of each row of token ids; the calls of all callers are batched together."""
 
     def __init__(self, model_dir: str, *, intra_op_threads: int = 1, row_threads: int = 1) -> None:
@@ -23,7 +24,7 @@ class NerServer(ModelServerBase[tuple[np.ndarray, np.ndarray]]):
         super().__init__(self.model.manifest, MemoryGuard(), health_probe="马云在杭州。")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def predict(self, groups: list[TokenRows]) -> list[TagRows | list[object]]:
+    async def predict(self, groups: list[TokenRows]) -> list[ModelAnswer]:
         """Each call carries a group of rows (windows); concurrent calls are batched.
 
         Computed on the event loop, not in a thread: while a batch runs, the calls that arrive
@@ -31,10 +32,10 @@ class NerServer(ModelServerBase[tuple[np.ndarray, np.ndarray]]):
         """
         return await self._run(self._answer_groups, groups)
 
-    def _infer(self, rows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _infer(self, rows: list[np.ndarray]) -> list[TagRow]:
         return self.model.tag(rows)
 
-    def _pack(self, results: list[tuple[np.ndarray, np.ndarray]]) -> TagRows:
+    def _pack(self, results: list[TagRow]) -> TagRows:
         return TagRows.pack(results)
 
     def _probe(self, text: str) -> None:

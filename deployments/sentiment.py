@@ -6,6 +6,7 @@ import numpy as np
 from ray import serve
 
 from deployments.batching import MemoryGuard
+from deployments.runtime.answers import ModelAnswer, ProbabilityRows
 from deployments.runtime.rows import TokenRows
 from deployments.runtime.sentiment import SentimentModel
 from deployments.server import ModelServerBase
@@ -21,15 +22,15 @@ class SentimentServer(ModelServerBase[np.ndarray]):
         super().__init__(self.model.manifest, MemoryGuard(), health_probe="服务很好。")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def predict(self, groups: list[TokenRows]) -> list[np.ndarray | list[object]]:
+    async def predict(self, groups: list[TokenRows]) -> list[ModelAnswer]:
         """Each call carries a group of rows (text units); concurrent calls are batched."""
         return await self._run(self._answer_groups, groups)
 
     def _infer(self, rows: list[np.ndarray]) -> list[np.ndarray]:
         return list(self.model.probabilities_of_rows(rows))
 
-    def _pack(self, results: list[np.ndarray]) -> np.ndarray:
-        return np.stack(results)
+    def _pack(self, results: list[np.ndarray]) -> ProbabilityRows:
+        return ProbabilityRows.pack(results)
 
     def _probe(self, text: str) -> None:
         self.model.predict([text])

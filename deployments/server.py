@@ -15,25 +15,14 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from deployments.batching import BatchConfig, MemoryGuard, is_allocation_failure, run_in_token_budget
+from deployments.runtime.answers import ItemError, ModelAnswer, ProbabilityRows, RowAnswer, TagRows, encode
 from deployments.runtime.model_dir import Manifest
 from deployments.runtime.rows import TokenRows
 
 logger = logging.getLogger("ray.serve")
-R = TypeVar("R")
+R = TypeVar("R", bound=RowAnswer)
 A = TypeVar("A")
 R2 = TypeVar("R2")
-
-
-@dataclass(frozen=True)
-class ItemError:
-    """One row of a batch failed; the others were answered. Carries a client-safe message.
-
-    ``retryable`` marks refusals that say nothing about the input (the replica is over its memory
-    budget): the API answers those 503 with Retry-After rather than 500.
-    """
-
-    message: str
-    retryable: bool = False
 
 
 @dataclass
@@ -212,16 +201,16 @@ class ModelServerBase(Generic[R]):
         """The model's answer for each row of token ids."""
         raise NotImplementedError
 
-    def _pack(self, results: list[R]) -> Any:
+    def _pack(self, results: list[R]) -> TagRows | ProbabilityRows:
         """One group's answers in the compact form the ingress unpacks."""
         raise NotImplementedError
 
-    def _answer_groups(self, groups: list[TokenRows]) -> list[Any]:
+    def _answer_groups(self, groups: list[TokenRows]) -> list[ModelAnswer]:
         """One answer per group (each group is one caller's call), computed as one batch.
 
-        A group whose rows all succeeded gets its packed answer; a group with a failed row gets a
-        list with an ``ItemError`` in that row's place, so the rows of other requests that share
-        the group are still answered.
+        A group whose rows all succeeded gets its packed answer; a group with a failed row gets
+        ``FailedRows`` with an ``ItemError`` in that row's place, so the rows of other requests
+        that share the group are still answered (``deployments.runtime.answers.encode``).
         """
         started = time.perf_counter()
         self._busy.start()
@@ -230,15 +219,12 @@ class ModelServerBase(Generic[R]):
             results = self._infer_guarded(rows)
         finally:
             self._busy.stop()
-        answers: list[Any] = []
+        answers: list[ModelAnswer] = []
         position = 0
         for group in groups:
             part = results[position : position + len(group)]
             position += len(group)
-            if any(isinstance(item, ItemError) for item in part):
-                answers.append(part)
-            else:
-                answers.append(self._pack(part))  # type: ignore[arg-type]
+            answers.append(encode(part, self._pack))
         self._stats.compute_s += time.perf_counter() - started
         return answers
 

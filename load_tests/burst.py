@@ -1,5 +1,5 @@
 """Overload, measured: a burst of concurrent long documents against a running zhserve, then one
-short request. Admission control (serve_app.fanout.ModelClient.admit) refuses at once, with 503
+short request. Admission control (serve_app.model_client.ModelClient.admit) refuses at once, with 503
 and Retry-After, what the models cannot finish within the time limit; what it accepts completes.
 
     .venv/bin/python load_tests/burst.py --url http://127.0.0.1:8000 [--clients 96] [--chars 20000]

@@ -112,16 +112,14 @@ def run_load(url: str, clients: int, chars: int, seconds: float, timeout_s: floa
 def _core_worker(ner_dir: str, sentiment_dir: str, text: str, seconds: float, queue: Any) -> None:
     from deployments.runtime.ner import NerModel
     from deployments.runtime.sentiment import SentimentModel
-    from serve_app import fanout
+    from serve_app.plan import Planner, PlanSettings, ServedModel
 
     ner = NerModel.from_model_dir(ner_dir, intra_op_threads=1)
     sentiment = SentimentModel.from_model_dir(sentiment_dir, intra_op_threads=1)
-    planner = fanout.Planner(
-        {"ner": fanout.ServedModel.from_dir(ner_dir), "sentiment": fanout.ServedModel.from_dir(sentiment_dir)}
-    )
+    planner = Planner({"ner": ServedModel.from_dir(ner_dir), "sentiment": ServedModel.from_dir(sentiment_dir)})
     documents, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
-        plan = planner.plan(text, ["ner", "sentiment"], fanout.PlanSettings())
+        plan = planner.plan(text, ["ner", "sentiment"], PlanSettings())
         for task, model in (("ner", ner), ("sentiment", sentiment)):
             rows = plan.tasks[task].rows()  # type: ignore[index]
             for start in range(0, len(rows), 16):

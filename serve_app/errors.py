@@ -8,7 +8,7 @@ that knows them; the OpenAPI responses (``error_responses``) and the README's ta
 from the classes here.
 
 FastAPI is imported only where the handlers are installed, so the request pipeline
-(``serve_app.fanout``) can use these errors without it.
+(``serve_app.pipeline``) can use these errors without it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
-from deployments.server import ItemError
+from deployments.runtime.answers import ItemError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -4,7 +4,7 @@ ingress's own state, and :func:`make_fastapi_ingress` makes the Serve ingress cl
 build their app that way (``serve.deployment`` is applied in ``serve_app.app.build_app``). Nothing
 is shared through a module-level app: each replica's app sees its own ingress, and a key loaded by
 ``reconfigure`` is the key its middleware checks. Bodies are read and parsed by ``serve_app.body``;
-the request pipeline itself (plan, fan out, assemble) is ``serve_app.fanout``.
+the request pipeline itself (plan, fan out, assemble) is ``serve_app.pipeline``.
 
 The hot routes read their body themselves (bounded while reading), validate it with the schema
 models and answer with pre-serialised JSON: measured, FastAPI's body and response models cost
@@ -31,9 +31,8 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.runtime.answers import FailedRows, ModelAnswer
 from deployments.runtime.rows import TokenRows
-from deployments.server import ItemError
-from serve_app import fanout
 from serve_app.body import JSON_MEDIA_TYPE, LingeringCloseMiddleware, check_text, parse, read_body
 from serve_app.config import AppArgs, IngressConfig
 from serve_app.errors import (
@@ -45,8 +44,13 @@ from serve_app.errors import (
     error_responses,
     install_error_handlers,
 )
+from serve_app.events import ErrorEvent, SummaryEvent
 from serve_app.metrics import IngressMetrics, RequestMetricsMiddleware
+from serve_app.model_client import ModelClient
+from serve_app.pipeline import Futures, Outcome, Pipeline
+from serve_app.plan import INLINE_PLAN_CHARS, DocumentPlan, Planner, PlanSettings, ServedModel
 from serve_app.replicas import ReplicaWatcher
+from serve_app.results import AnalyzeResult, BatchResult
 from serve_app.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -59,6 +63,7 @@ from serve_app.schemas import (
     NerResult,
     ReadyResponse,
     SentimentResultOut,
+    Task,
     TextRequest,
 )
 from serve_app.security import (
@@ -122,7 +127,11 @@ def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE)
 
 
-async def _call(handle: DeploymentHandle, rows: TokenRows) -> Any:
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+async def _call(handle: DeploymentHandle, rows: TokenRows) -> ModelAnswer:
     """One attempt of ``handle.predict(rows)`` (the model client repeats lost or refused calls).
     Cancelling the awaiting task cancels the request in flight, so nothing keeps computing for a
     caller who has gone."""
@@ -141,20 +150,20 @@ class Ingress:
     def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, settings: AppArgs | None = None) -> None:
         settings = settings or AppArgs()
         wire = settings.handle_serialization  # pickle by default: measured in load_tests/bench.py
-        given: dict[fanout.Task, DeploymentHandle] = {"ner": ner, "sentiment": sentiment}
-        self.handles: dict[fanout.Task, DeploymentHandle] = {
+        given: dict[Task, DeploymentHandle] = {"ner": ner, "sentiment": sentiment}
+        self.handles: dict[Task, DeploymentHandle] = {
             task: handle.options(method_name="predict", request_serialization=wire, response_serialization=wire)
             for task, handle in given.items()
         }
-        self.models: dict[fanout.Task, fanout.ServedModel] = {
-            "ner": fanout.ServedModel.from_dir(str(settings.ner_model)),
-            "sentiment": fanout.ServedModel.from_dir(str(settings.sentiment_model)),
+        self.models: dict[Task, ServedModel] = {
+            "ner": ServedModel.from_dir(str(settings.ner_model)),
+            "sentiment": ServedModel.from_dir(str(settings.sentiment_model)),
         }
         self.ui_dir = settings.ui_dir.resolve()
         self.config = IngressConfig()
         self.metrics = IngressMetrics()
-        self.clients: dict[fanout.Task, fanout.ModelClient] = {
-            task: fanout.ModelClient(
+        self.clients: dict[Task, ModelClient] = {
+            task: ModelClient(
                 functools.partial(_call, handle),
                 name=handle.deployment_name,
                 group_size=self.config.window_group_size,
@@ -165,9 +174,9 @@ class Ingress:
             for task, handle in self.handles.items()
         }
         self._calibration: asyncio.Future[None] | None = None
-        self.pipeline = fanout.Pipeline(fanout.Planner(self.models), self.clients)
+        self.pipeline = Pipeline(Planner(self.models), self.clients)
         # Models without a running replica fail fast after no_replica_wait_s (serve_app.replicas).
-        self.watcher: ReplicaWatcher[fanout.Task] = ReplicaWatcher(
+        self.watcher: ReplicaWatcher[Task] = ReplicaWatcher(
             self.handles,
             no_replica_wait_s=lambda: self.config.no_replica_wait_s,
             on_counts=self._size_clients,
@@ -185,7 +194,7 @@ class Ingress:
         self.api_key = api_key
         self._size_clients()
 
-    def _size_clients(self, counts: dict[fanout.Task, int] | None = None) -> None:
+    def _size_clients(self, counts: dict[Task, int] | None = None) -> None:
         """Calls in flight per model: ``model_calls_per_replica`` for each running replica (the
         watcher's latest ``counts``; one per model until it has any)."""
         counts = self.watcher.counts if counts is None else counts
@@ -207,7 +216,7 @@ class Ingress:
         they share the cores), so admission never trusts a guess for long."""
         text = "新华社北京三月五日电，国务院总理在人民大会堂作政府工作报告，代表们认真审议。"
 
-        async def one(task: fanout.Task) -> None:
+        async def one(task: Task) -> None:
             client = self.clients[task]
             try:
                 ids = self.models[task].tokenizer.encode([text])[0].ids
@@ -220,11 +229,11 @@ class Ingress:
 
     # ---------------------------------------------------------------- the pipeline
 
-    def _settings(self) -> fanout.PlanSettings:
+    def _settings(self) -> PlanSettings:
         config = self.config
-        return fanout.PlanSettings(ner_context=config.ner_context, overlap_tokens=config.window_overlap_tokens)
+        return PlanSettings(ner_context=config.ner_context, overlap_tokens=config.window_overlap_tokens)
 
-    async def _analyze(self, text: str, tasks: list[fanout.Task]) -> fanout.Outcome:
+    async def _analyze(self, text: str, tasks: list[Task]) -> Outcome:
         self._ensure_following()
         check_text(text, self.config)
         self.pipeline.admit_estimate(len(text), tasks, self.config.request_timeout_s)
@@ -233,24 +242,29 @@ class Ingress:
         self.metrics.observe(outcome)
         return outcome
 
+    async def _one_result(self, text: str, task: Task) -> Response:
+        """The response of a one-task route: that task's result itself."""
+        (result,) = (await self._analyze(text, [task])).analysis.results
+        return _json(result.to_dict())
+
     # ---------------------------------------------------------------- routes
 
     async def ner(self, request: Request) -> Response:
         """Named entities of `text` with exact code-point offsets."""
         body = parse(TextRequest, await read_body(request, self.config))
-        return _json((await self._analyze(body.text, ["ner"])).results["ner"])
+        return await self._one_result(body.text, "ner")
 
     async def sentiment(self, request: Request) -> Response:
         """Sentiment of `text`: label, confidence, both probabilities and the per-unit list."""
         body = parse(TextRequest, await read_body(request, self.config))
-        return _json((await self._analyze(body.text, ["sentiment"])).results["sentiment"])
+        return await self._one_result(body.text, "sentiment")
 
     async def analyze(self, request: Request) -> Response:
         """NER and sentiment of one text, the two models called concurrently."""
         started = time.perf_counter()
         body = parse(AnalyzeRequest, await read_body(request, self.config))
         outcome = await self._analyze(body.text, body.tasks)
-        return _json({**outcome.results, "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)})
+        return _json(AnalyzeResult(outcome.analysis, _elapsed_ms(started)).to_dict())
 
     async def batch(self, request: Request) -> Response:
         """Analyse many texts at once; results come back in request order. The windows of all
@@ -272,19 +286,14 @@ class Ingress:
         settings = self._settings()
         planner = self.pipeline.planner
 
-        def plan_all() -> list[fanout.DocumentPlan]:
+        def plan_all() -> list[DocumentPlan]:
             return [planner.plan(t, body.tasks, settings, field=f"texts[{i}]") for i, t in enumerate(body.texts)]
 
-        plans = plan_all() if total <= fanout.INLINE_PLAN_CHARS else await asyncio.to_thread(plan_all)
+        plans = plan_all() if total <= INLINE_PLAN_CHARS else await asyncio.to_thread(plan_all)
         outcomes = await self.pipeline.analyze_plans(plans, config.request_timeout_s)
         for outcome in outcomes:
             self.metrics.observe(outcome)
-        return _json(
-            {
-                "results": [outcome.results for outcome in outcomes],
-                "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
-            }
-        )
+        return _json(BatchResult(tuple(outcome.analysis for outcome in outcomes), _elapsed_ms(started)).to_dict())
 
     async def analyze_stream(self, request: Request) -> StreamingResponse:
         """NDJSON: a `start` line, a `window` line as each window finishes, then a `summary` line.
@@ -304,23 +313,23 @@ class Ingress:
 
     async def _stream(
         self,
-        plan: fanout.DocumentPlan,
-        submitted: dict[fanout.Task, list["asyncio.Future[Any]"]],
+        plan: DocumentPlan,
+        submitted: Futures,
         request_id: str | None,
     ) -> AsyncIterator[bytes]:
         events = self.pipeline.stream(plan, self.config.request_timeout_s, submitted)
         try:
             async for event in events:
-                if event["event"] == "summary":
-                    self.metrics.observe(fanout.Outcome(plan, {k: v for k, v in event.items() if k in plan.tasks}))
-                yield orjson.dumps(event) + b"\n"
+                if isinstance(event, SummaryEvent):
+                    self.metrics.observe(Outcome(plan, event.analysis))
+                yield orjson.dumps(event.to_dict()) + b"\n"
         except ZhserveError as exc:
             # Headers are already sent: the failure travels as a line, never as a torn stream.
-            yield orjson.dumps({"event": "error", **exc.to_body(request_id)}) + b"\n"
+            yield orjson.dumps(ErrorEvent(exc, request_id).to_dict()) + b"\n"
         except Exception:
             logger.exception("stream failed (request %s)", request_id)
             error = ZhserveError("internal error; it has been logged")
-            yield orjson.dumps({"event": "error", **error.to_body(request_id)}) + b"\n"
+            yield orjson.dumps(ErrorEvent(error, request_id).to_dict()) + b"\n"
         finally:
             await events.aclose()  # cancels the windows still running (a client that went away)
 
@@ -344,7 +353,7 @@ class Ingress:
         missing = [f"{task} (no running replica)" for task in self.handles if self.watcher.counts.get(task) == 0]
         if missing:  # answered at once: a probe would wait for a replica that is not there
             raise ModelsNotReadyError(f"not ready: {', '.join(missing)}")
-        probe_texts: dict[fanout.Task, str] = {"ner": "马云在杭州。", "sentiment": "很好。"}
+        probe_texts: dict[Task, str] = {"ner": "马云在杭州。", "sentiment": "很好。"}
         probes = {task: asyncio.ensure_future(self._probe(task, text)) for task, text in probe_texts.items()}
         await asyncio.wait(probes.values(), timeout=10)
         down = []
@@ -352,20 +361,15 @@ class Ingress:
             if not probe.done():
                 probe.cancel()
                 down.append(f"{task} (no answer within 10 s)")
-            elif probe.exception() is not None or isinstance(probe.result(), ItemError):
+            elif probe.exception() is not None or isinstance(probe.result(), FailedRows):
                 down.append(f"{task} ({_reason(probe)})")
         if down:
             raise ModelsNotReadyError(f"not ready: {', '.join(down)}")
         return ReadyResponse(status="ready", models={task: model.model_id for task, model in self.models.items()})
 
-    async def _probe(self, task: fanout.Task, text: str) -> Any:
+    async def _probe(self, task: Task, text: str) -> ModelAnswer:
         tokens = self.models[task].tokenizer.encode([text])[0]
-        response = self.handles[task].remote(TokenRows.pack([tokens.ids]))
-        try:
-            return await response
-        except asyncio.CancelledError:
-            response.cancel()
-            raise
+        return await _call(self.handles[task], TokenRows.pack([tokens.ids]))
 
     async def models_(self) -> ModelsResponse:
         """The served models: name, version, labels, quantisation, maximum sequence length."""
@@ -458,9 +462,9 @@ def make_fastapi_ingress(cls: type[Ingress] = Ingress) -> type[Ingress]:
     return serve.ingress()(served)
 
 
-def _reason(probe: "asyncio.Future[Any]") -> str:
+def _reason(probe: "asyncio.Future[ModelAnswer]") -> str:
     exc = probe.exception()
-    if exc is None:
-        return "the replica refused the probe"
+    if exc is None:  # answered with FailedRows
+        return "the replica refused the probe" if probe.result().refused else "the model failed on the probe"
     error = api_error(exc, timeout_s=10)
     return error.code if isinstance(error, ZhserveError) else "the probe failed"

@@ -11,7 +11,7 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from serve_app.fanout import Outcome
+    from serve_app.pipeline import Outcome
 
 LATENCY_BOUNDARIES_MS = [1.0, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 120_000]
 WINDOW_BOUNDARIES = [1.0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
@@ -91,16 +91,16 @@ class IngressMetrics:
         for task, count in outcome.plan.window_counts().items():
             self.characters.inc(len(text), tags={"task": task})
             self.windows.observe(count, tags={"task": task})
-        ner = outcome.results.get("ner")
+        ner = outcome.analysis.ner
         if ner is not None:
             counts: dict[str, int] = {}
-            for entity in ner["entities"]:
-                counts[entity["label"]] = counts.get(entity["label"], 0) + 1
+            for entity in ner.entities:
+                counts[entity.label] = counts.get(entity.label, 0) + 1
             for label, count in counts.items():
                 self.entities.inc(count, tags={"label": label})
-        sentiment = outcome.results.get("sentiment")
+        sentiment = outcome.analysis.sentiment
         if sentiment is not None:
-            self.verdicts.inc(tags={"label": sentiment["label"]})
+            self.verdicts.inc(tags={"label": sentiment.label})
 
 
 ERROR_CODE_KEY = "zhserve.error_code"

@@ -24,21 +24,20 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from deployments.runtime.rows import TagRows, TokenRows
-from deployments.server import ItemError
+from deployments.runtime.answers import ItemError, ModelAnswer, RowAnswer, decode
+from deployments.runtime.rows import TokenRows
 from serve_app import admission
 from serve_app.errors import REPLICA_LOST, ModelsNotReadyError, item_error
 
 logger = logging.getLogger("ray.serve")
 
-Call = Callable[[TokenRows], Awaitable[Any]]
-"""One attempt of a model call: packed rows in, the replica's answer for them out (``TagRows``
-for NER, an array of probabilities [rows, labels] for sentiment, or a list with an ``ItemError``
-in place of each row that failed)."""
+Call = Callable[[TokenRows], Awaitable[ModelAnswer]]
+"""One attempt of a model call: packed rows in, the replica's answer for them out
+(``deployments.runtime.answers``: packed tags or probabilities, or ``FailedRows`` with an
+``ItemError`` in place of each row that failed)."""
 
 CALL_TARGET_S = 0.05
 """A call carries at most the rows the model computes in about this long (at the measured rate,
@@ -58,26 +57,12 @@ land on it again until it leaves the routing table: after 3 failed health checks
 QUEUED, SENT, DONE = 0, 1, 2
 
 
-def refused(answer: Any) -> bool:
-    """Whether a replica refused a call for reasons that say nothing about its rows (over its
-    memory budget): the same call may succeed on another replica a moment later."""
-    return isinstance(answer, list) and any(isinstance(item, ItemError) and item.retryable for item in answer)
-
-
-def split_answer(answer: Any, count: int) -> list[Any]:
-    """Per-row results of one call's answer."""
-    rows: list[Any] = answer.rows() if isinstance(answer, TagRows) else list(answer)
-    if len(rows) != count:
-        raise RuntimeError(f"a model answered {len(rows)} rows for a call of {count}")
-    return rows
-
-
 class _Row:
     """One row of one request: its tokens, its future and where it is (queued, sent, done)."""
 
     __slots__ = ("future", "ids", "state")
 
-    def __init__(self, ids: np.ndarray, future: asyncio.Future[Any]) -> None:
+    def __init__(self, ids: np.ndarray, future: asyncio.Future[RowAnswer]) -> None:
         self.ids = ids
         self.future = future
         self.state = QUEUED
@@ -214,7 +199,7 @@ class ModelClient:
 
     # ---------------------------------------------------------------- rows in, calls out
 
-    def submit(self, rows: Sequence[np.ndarray]) -> list[asyncio.Future[Any]]:
+    def submit(self, rows: Sequence[np.ndarray]) -> list[asyncio.Future[RowAnswer]]:
         """Queue ``rows`` (one request's); returns one future per row, resolved with its result."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in rows]
@@ -232,7 +217,7 @@ class ModelClient:
         self._dispatch()
         return futures
 
-    def _row_done(self, row: _Row, future: asyncio.Future[Any]) -> None:
+    def _row_done(self, row: _Row, future: asyncio.Future[RowAnswer]) -> None:
         """A row's future finished (answered, failed or abandoned): release what it held."""
         if row.state == QUEUED:  # abandoned while waiting: never sent
             self.queued_tokens -= len(row.ids)
@@ -287,7 +272,7 @@ class ModelClient:
             self.stats.rows += len(rows)
             self.stats.largest_call = max(self.stats.largest_call, len(rows))
 
-    async def _attempts(self, rows: TokenRows) -> tuple[Any, float]:
+    async def _attempts(self, rows: TokenRows) -> tuple[ModelAnswer, float]:
         """The call, repeated when the replica serving it is lost (once) or refuses it (over its
         memory budget: up to ``len(refusal_backoff_s)`` times, with a growing wait). Returns the
         answer and how long its successful attempt took (retries and waits excluded).
@@ -307,7 +292,7 @@ class ModelClient:
                 if self._on_retry is not None:
                     self._on_retry("replica_lost")
                 continue
-            if refusals < len(self.refusal_backoff_s) and refused(answer):
+            if refusals < len(self.refusal_backoff_s) and answer.refused:
                 if self._on_retry is not None:
                     self._on_retry("refused")
                 await asyncio.sleep(self.refusal_backoff_s[refusals])
@@ -321,8 +306,8 @@ class ModelClient:
                 answer, seconds = await self._attempts(rows)
             finally:
                 self.in_flight_tokens -= tokens
-            results = split_answer(answer, len(call.rows))
-            if not refused(answer):
+            results = decode(answer, len(call.rows))
+            if not answer.refused:
                 self.meter.observe(tokens, seconds)
         except asyncio.CancelledError:
             for row in call.rows:
@@ -341,7 +326,7 @@ class ModelClient:
             else:
                 row.future.set_result(result)
 
-    def _abandoned(self, future: asyncio.Future[Any], call: _Call) -> None:
+    def _abandoned(self, future: asyncio.Future[RowAnswer], call: _Call) -> None:
         """A row's future finished; if it was cancelled and no row of its call is still wanted,
         cancel the call (which cancels the replica request)."""
         if not future.cancelled():

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 
+from deployments.runtime.answers import ModelAnswer, ProbabilityRows, TagRows
 from deployments.runtime.ner import NerModel
-from deployments.runtime.rows import TagRows, TokenRows
+from deployments.runtime.rows import TokenRows
 from deployments.runtime.sentiment import SentimentModel
 from serve_app.config import UI_DIR, AppArgs
 from serve_app.ingress import Ingress, build_fastapi_app
@@ -32,7 +33,7 @@ class FakeHandle:
     def options(self, **_: Any) -> FakeHandle:
         return self
 
-    def remote(self, rows: TokenRows) -> asyncio.Future[Any]:
+    def remote(self, rows: TokenRows) -> asyncio.Future[ModelAnswer]:
         return asyncio.ensure_future(self.predict(rows))
 
 
@@ -46,13 +47,13 @@ class FakeModels:
         self.sentiment = SentimentModel.from_model_dir(self.sentiment_dir)
         self.delay_s = 0.0
 
-    async def predict_ner(self, rows: TokenRows) -> Any:
+    async def predict_ner(self, rows: TokenRows) -> ModelAnswer:
         await asyncio.sleep(self.delay_s)
         return TagRows.pack(self.ner.tag(rows.rows()))
 
-    async def predict_sentiment(self, rows: TokenRows) -> Any:
+    async def predict_sentiment(self, rows: TokenRows) -> ModelAnswer:
         await asyncio.sleep(self.delay_s)
-        return self.sentiment.probabilities_of_rows(rows.rows())
+        return ProbabilityRows(self.sentiment.probabilities_of_rows(rows.rows()))
 
 
 class OfflineIngress(Ingress):

@@ -7,7 +7,7 @@ import asyncio
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
-from deployments.server import ItemError
+from deployments.runtime.answers import ItemError
 from serve_app.errors import (
     ModelFailureError,
     ModelsNotReadyError,

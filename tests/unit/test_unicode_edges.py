@@ -17,14 +17,18 @@ from typing import Any
 
 import pytest
 
+from deployments.runtime.answers import ModelAnswer, ProbabilityRows, TagRows
 from deployments.runtime.ner import NerModel
-from deployments.runtime.rows import TagRows, TokenRows
+from deployments.runtime.rows import TokenRows
 from deployments.runtime.sentiment import SentimentModel
-from serve_app import fanout
 from serve_app.config import EMBEDDED_NER_MODEL, EMBEDDED_SENTIMENT_MODEL
 from serve_app.errors import EmptyTextError
+from serve_app.model_client import ModelClient
+from serve_app.pipeline import Pipeline
+from serve_app.plan import Planner, PlanSettings, ServedModel
+from serve_app.schemas import Task
 
-SETTINGS = fanout.PlanSettings()
+SETTINGS = PlanSettings()
 
 NOTHING_TO_ANALYSE = {
     "zero-width only": "\u200b\u200c\u200d\u2060",
@@ -67,25 +71,25 @@ class InProcess:
         self.ner = NerModel.from_model_dir(EMBEDDED_NER_MODEL)
         self.sentiment = SentimentModel.from_model_dir(EMBEDDED_SENTIMENT_MODEL)
         served = {
-            "ner": fanout.ServedModel.from_dir(str(EMBEDDED_NER_MODEL)),
-            "sentiment": fanout.ServedModel.from_dir(str(EMBEDDED_SENTIMENT_MODEL)),
+            "ner": ServedModel.from_dir(str(EMBEDDED_NER_MODEL)),
+            "sentiment": ServedModel.from_dir(str(EMBEDDED_SENTIMENT_MODEL)),
         }
-        clients: dict[fanout.Task, fanout.ModelClient] = {
-            "ner": fanout.ModelClient(self._ner, group_size=16, calls_in_flight=2),
-            "sentiment": fanout.ModelClient(self._sentiment, group_size=16, calls_in_flight=2),
+        clients: dict[Task, ModelClient] = {
+            "ner": ModelClient(self._ner, group_size=16, calls_in_flight=2),
+            "sentiment": ModelClient(self._sentiment, group_size=16, calls_in_flight=2),
         }
-        self.pipeline = fanout.Pipeline(fanout.Planner(served), clients)
+        self.pipeline = Pipeline(Planner(served), clients)
 
-    async def _ner(self, rows: TokenRows) -> Any:
+    async def _ner(self, rows: TokenRows) -> ModelAnswer:
         return TagRows.pack(self.ner.tag(rows.rows()))
 
-    async def _sentiment(self, rows: TokenRows) -> Any:
-        return self.sentiment.probabilities_of_rows(rows.rows())
+    async def _sentiment(self, rows: TokenRows) -> ModelAnswer:
+        return ProbabilityRows(self.sentiment.probabilities_of_rows(rows.rows()))
 
     def analyze(self, text: str) -> dict[str, Any]:
         plan = self.pipeline.planner.plan(text, ["ner", "sentiment"], SETTINGS)
         (outcome,) = asyncio.run(self.pipeline.analyze_plans([plan], 30))
-        return outcome.results
+        return outcome.analysis.to_dict()
 
 
 @pytest.fixture(scope="module")

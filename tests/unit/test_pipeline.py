@@ -10,25 +10,29 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
+from deployments.runtime.answers import FailedRows, ItemError, ModelAnswer
 from deployments.runtime.rows import TokenRows
-from deployments.server import ItemError
-from serve_app import admission, fanout
+from serve_app import admission
 from serve_app.errors import (
-    EmptyTextError,
     ModelFailureError,
     ModelsNotReadyError,
     OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
 )
+from serve_app.events import StartEvent, WindowEvent
+from serve_app.model_client import ModelClient
+from serve_app.pipeline import Outcome, Pipeline
+from serve_app.plan import Planner, PlanSettings, ServedModel
+from serve_app.results import assemble
+from serve_app.schemas import Task
 from tests.support import fake_ingress
 
-SETTINGS = fanout.PlanSettings()
+SETTINGS = PlanSettings()
 
 
 class FakeModels(fake_ingress.FakeModels):
@@ -54,10 +58,10 @@ class FakeModels(fake_ingress.FakeModels):
         if self.gate is not None:
             await self.gate.wait()
 
-    def served(self) -> dict[fanout.Task, fanout.ServedModel]:
+    def served(self) -> dict[Task, ServedModel]:
         return {
-            "ner": fanout.ServedModel.from_dir(str(self.ner_dir)),
-            "sentiment": fanout.ServedModel.from_dir(str(self.sentiment_dir)),
+            "ner": ServedModel.from_dir(str(self.ner_dir)),
+            "sentiment": ServedModel.from_dir(str(self.sentiment_dir)),
         }
 
     def pipeline(
@@ -68,14 +72,14 @@ class FakeModels(fake_ingress.FakeModels):
         ner: Callable[[TokenRows], Awaitable[Any]] | None = None,
         sentiment: Callable[[TokenRows], Awaitable[Any]] | None = None,
         refusal_backoff_s: tuple[float, ...] = (0.25, 0.05, 0.05),
-    ) -> fanout.Pipeline:
-        clients: dict[fanout.Task, fanout.ModelClient] = {
-            task: fanout.ModelClient(
+    ) -> Pipeline:
+        clients: dict[Task, ModelClient] = {
+            task: ModelClient(
                 call, group_size=group_size, calls_in_flight=calls_in_flight, refusal_backoff_s=refusal_backoff_s
             )
             for task, call in (("ner", ner or self.predict_ner), ("sentiment", sentiment or self.predict_sentiment))
         }
-        return fanout.Pipeline(fanout.Planner(self.served()), clients)
+        return Pipeline(Planner(self.served()), clients)
 
 
 @pytest.fixture
@@ -83,20 +87,21 @@ def models(tmp_path: Path) -> FakeModels:
     return FakeModels(tmp_path)
 
 
-async def analyze(pipeline: fanout.Pipeline, texts: list[str], timeout_s: float = 10) -> list[fanout.Outcome]:
+async def analyze(pipeline: Pipeline, texts: list[str], timeout_s: float = 10) -> list[Outcome]:
     plans = [pipeline.planner.plan(text, ["ner", "sentiment"], SETTINGS) for text in texts]
     return await pipeline.analyze_plans(plans, timeout_s)
 
 
-def spans(outcome: fanout.Outcome) -> list[tuple[str, str, int, int]]:
-    return [(e["text"], e["label"], e["start"], e["end"]) for e in outcome.results["ner"]["entities"]]
+def spans(outcome: Outcome) -> list[tuple[str, str, int, int]]:
+    assert outcome.analysis.ner is not None
+    return [(e.text, e.label, e.start, e.end) for e in outcome.analysis.ner.entities]
 
 
 def test_one_text_is_analysed_with_exact_offsets(models: FakeModels) -> None:
     text = "😀马云在杭州。腾讯公司好棒"
     (outcome,) = asyncio.run(analyze(models.pipeline(), [text]))
     assert spans(outcome) == [("马云", "PER", 1, 3), ("杭州", "LOC", 4, 6), ("腾讯公司", "ORG", 7, 11)]
-    sentiment = outcome.results["sentiment"]
+    sentiment = outcome.analysis.to_dict()["sentiment"]
     assert sentiment["label"] == "positive" and sentiment["model"] == "tiny-sentiment@0.0.1"
     assert sentiment["sentences"] == [{"start": 0, "end": len(text), "label": "positive", "score": sentiment["score"]}]
     assert models.calls == {"ner": [2], "sentiment": [1]}  # two sentences: one NER call carries both
@@ -109,7 +114,8 @@ def test_a_batch_of_64_texts_is_a_handful_of_calls_in_request_order(models: Fake
     for text, outcome in zip(texts, outcomes, strict=True):
         start = text.index("马云")
         assert spans(outcome) == [("马云", "PER", start, start + 2), ("杭州", "LOC", start + 3, start + 5)]
-        assert outcome.results["sentiment"]["label"] == ("positive" if text.endswith("好") else "negative")
+        assert outcome.analysis.sentiment is not None
+        assert outcome.analysis.sentiment.label == ("positive" if text.endswith("好") else "negative")
     assert models.calls == {"ner": [16, 16, 16, 16], "sentiment": [16, 16, 16, 16]}
 
 
@@ -129,7 +135,7 @@ def test_concurrent_requests_share_calls_and_never_exceed_the_limits(models: Fak
 
     pipeline.clients["ner"]._call = counting
 
-    async def many() -> list[list[fanout.Outcome]]:
+    async def many() -> list[list[Outcome]]:
         return await asyncio.gather(*(analyze(pipeline, [f"马云{'在' * (i % 10)}杭州"]) for i in range(40)))
 
     results = asyncio.run(many())
@@ -140,24 +146,17 @@ def test_concurrent_requests_share_calls_and_never_exceed_the_limits(models: Fak
     assert len(models.calls["ner"]) <= 8  # 40 windows travelled in a handful of calls, not 40
 
 
-def test_a_text_with_nothing_to_analyse_is_refused(models: FakeModels) -> None:
-    pipeline = models.pipeline()
-    for text in ["", "  \n", "\u200b\u200b", "\x00"]:
-        with pytest.raises(EmptyTextError):
-            pipeline.planner.plan(text, ["ner"], SETTINGS)
-
-
 def test_a_failed_row_fails_only_its_own_request(models: FakeModels) -> None:
     """Rows of two requests share a call; the replica reports one row failed."""
 
     poison = int(models.ner.tokenizer.encode(["马"])[0].ids[0])
     sizes: list[int] = []
 
-    async def poisoned_row_fails(rows: TokenRows) -> Any:
+    async def poisoned_row_fails(rows: TokenRows) -> ModelAnswer:
         sizes.append(len(rows))
         answers: list[Any] = models.ner.tag(rows.rows())
-        return [ItemError("the model failed on this window") if row[0] == poison else answer
-                for row, answer in zip(rows.rows(), answers, strict=True)]  # fmt: skip
+        return FailedRows(tuple(ItemError("the model failed on this window") if row[0] == poison else answer
+                                for row, answer in zip(rows.rows(), answers, strict=True)))  # fmt: skip
 
     pipeline = models.pipeline(ner=poisoned_row_fails, sentiment=models.predict_sentiment, calls_in_flight=1)
     plans = [pipeline.planner.plan(text, ["ner"], SETTINGS) for text in ("马云", "杭州")]
@@ -187,7 +186,7 @@ def test_a_failed_row_fails_only_its_own_request(models: FakeModels) -> None:
 def test_call_failures_become_api_errors(models: FakeModels, failure: Any, error: type[Exception]) -> None:
     async def failing(rows: TokenRows) -> Any:
         if isinstance(failure, ItemError):
-            return [failure] * len(rows)
+            return FailedRows((failure,) * len(rows))
         raise failure
 
     pipeline = models.pipeline(sentiment=failing)
@@ -225,7 +224,7 @@ def test_a_call_still_wanted_by_another_request_is_not_cancelled(models: FakeMod
         assert models.gate is not None
         models.gate.set()
         answers = await pipeline._collect(second["ner"], 10)
-        return spans(pipeline._assemble(plans[1], {"ner": answers}))
+        return spans(Outcome(plans[1], assemble(plans[1], {"ner": answers})))
 
     assert asyncio.run(scenario()) == [("杭州", "LOC", 0, 2)]
     assert models.calls["ner"] == [2]
@@ -234,16 +233,16 @@ def test_a_call_still_wanted_by_another_request_is_not_cancelled(models: FakeMod
 def test_stream_events_end_in_the_same_result_and_an_early_close_cancels(models: FakeModels) -> None:
     text = "马云在杭州。腾讯公司好。差。"
 
-    async def scenario() -> tuple[list[dict[str, Any]], fanout.Outcome, int]:
+    async def scenario() -> tuple[list[dict[str, Any]], Outcome, int]:
         pipeline = models.pipeline(group_size=1, calls_in_flight=1)
         plan = pipeline.planner.plan(text, ["ner", "sentiment"], SETTINGS)
-        events = [event async for event in pipeline.stream(plan, 10)]
+        events = [event.to_dict() async for event in pipeline.stream(plan, 10)]
         (outcome,) = await pipeline.analyze_plans([plan], 10)
         # Now a reader that leaves after the first window: the rest must be cancelled.
         models.delay_s = 0.05
         stream = pipeline.stream(plan, 10)
-        assert (await anext(stream))["event"] == "start"
-        assert (await anext(stream))["event"] == "window"
+        assert isinstance(await anext(stream), StartEvent)
+        assert isinstance(await anext(stream), WindowEvent)
         await stream.aclose()
         await asyncio.sleep(0.01)  # the cancelled call unwinds
         return events, outcome, pipeline.clients["ner"].queued + pipeline.clients["ner"].in_flight
@@ -262,7 +261,7 @@ def test_stream_events_end_in_the_same_result_and_an_early_close_cancels(models:
             assert text[entity["start"] : entity["end"]] == entity["text"]
     summary = events[-1]
     assert summary["event"] == "summary"
-    assert summary["ner"] == outcome.results["ner"] and summary["sentiment"] == outcome.results["sentiment"]
+    assert summary == {"event": "summary", **outcome.analysis.to_dict(), "elapsed_ms": summary["elapsed_ms"]}
     assert left == 0
 
 
@@ -276,32 +275,10 @@ def test_a_stream_failure_raises_an_api_error(models: FakeModels) -> None:
         seen = []
         with pytest.raises(OverloadedError):
             async for event in pipeline.stream(plan, 10):
-                seen.append(event["event"])
+                seen.append(type(event).__name__)
         return seen
 
-    assert asyncio.run(scenario()) == ["start"]
-
-
-def test_models_with_one_tokenizer_share_one_encoding(models: FakeModels, monkeypatch: pytest.MonkeyPatch) -> None:
-    served = models.served()
-    # Same tokenizer file and settings: one key, one encoding per text.
-    same = {task: fanout.ServedModel(m.manifest, served["ner"].tokenizer, "shared") for task, m in served.items()}
-    calls: list[int] = []
-    original = served["ner"].tokenizer.encode
-
-    def counting(texts: list[str]) -> Any:
-        calls.append(len(texts))
-        return original(texts)
-
-    monkeypatch.setattr(served["ner"].tokenizer, "encode", counting)
-    fanout.Planner(same).plan("马云在杭州", ["ner", "sentiment"], SETTINGS)
-    assert calls == [1]
-    assert served["ner"].tokenizer_key != served["sentiment"].tokenizer_key  # different vocabularies here
-
-
-def test_split_answer_rejects_a_wrong_row_count() -> None:
-    with pytest.raises(RuntimeError, match="answered 2 rows for a call of 3"):
-        fanout.split_answer(np.zeros((2, 2)), 3)
+    assert asyncio.run(scenario()) == ["StartEvent"]
 
 
 def test_admission_refuses_work_beyond_what_the_models_finish_in_time_at_once(models: FakeModels) -> None:
@@ -315,7 +292,7 @@ def test_admission_refuses_work_beyond_what_the_models_finish_in_time_at_once(mo
     small = pipeline.planner.plan("马云在杭州。", ["ner"], SETTINGS)
     timeout_s = 0.5
 
-    async def burst() -> tuple[list[fanout.Outcome], float, OverloadedError]:
+    async def burst() -> tuple[list[Outcome], float, OverloadedError]:
         accepted = asyncio.ensure_future(pipeline.analyze_plans([big], 30))
         await asyncio.sleep(0.1)  # some calls measured, ~300 windows still queued
         started = time.perf_counter()
@@ -326,7 +303,7 @@ def test_admission_refuses_work_beyond_what_the_models_finish_in_time_at_once(mo
 
     (outcome,), refused_after, error = asyncio.run(burst())
     assert refused_after < 0.05 and error.status_code == 503 and int(error.headers["Retry-After"]) >= 1
-    assert len(outcome.results["ner"]["entities"]) == 800  # the accepted document completed
+    assert len(spans(outcome)) == 800  # the accepted document completed
     assert pipeline.clients["ner"].backlog == 0
     (after,) = asyncio.run(pipeline.analyze_plans([small], timeout_s))
     assert spans(after) == [("马云", "PER", 0, 2), ("杭州", "LOC", 3, 5)]
@@ -359,7 +336,7 @@ def test_the_rate_is_measured_on_successful_attempts_only(models: FakeModels) ->
     async def refusing_once(rows: TokenRows) -> Any:
         if answers["refused"]:
             answers["refused"] -= 1
-            return [ItemError("over its budget", retryable=True) for _ in range(len(rows))]
+            return FailedRows(tuple(ItemError("over its budget", retryable=True) for _ in range(len(rows))))
         return await models.predict_ner(rows)
 
     pipeline = models.pipeline(group_size=16, calls_in_flight=1, ner=refusing_once)
@@ -436,7 +413,7 @@ def test_a_model_marked_unavailable_fails_waiting_and_new_requests_at_once(model
             await pipeline.analyze_plans([ner_only], 30)
         models.gate.set()  # type: ignore[union-attr]
         (other,) = await pipeline.analyze_plans([sentiment_only], 30)
-        assert other.results["sentiment"]["label"] == "positive"
+        assert other.analysis.sentiment is not None and other.analysis.sentiment.label == "positive"
         pipeline.clients["ner"].mark_available()
         (again,) = await pipeline.analyze_plans([ner_only], 30)
         assert spans(again) == [("马云", "PER", 0, 2), ("杭州", "LOC", 3, 5)]
@@ -448,12 +425,6 @@ def test_a_model_marked_unavailable_fails_waiting_and_new_requests_at_once(model
         assert isinstance(error, ModelsNotReadyError) and error.status_code == 503
         assert int(error.headers["Retry-After"]) >= 1 and "NER model has no running replica" in str(error)
     assert pipeline.clients["ner"].backlog == 0 and pipeline.clients["ner"].in_flight == 0
-
-
-def test_only_retryable_refusals_count_as_refused() -> None:
-    assert fanout.refused([ItemError("over its budget", retryable=True), ItemError("x")])
-    assert not fanout.refused([ItemError("the model failed on this window")])
-    assert not fanout.refused(np.zeros((2, 2)))
 
 
 def test_a_short_request_is_not_stuck_behind_a_long_document(models: FakeModels) -> None:
@@ -473,7 +444,7 @@ def test_a_short_request_is_not_stuck_behind_a_long_document(models: FakeModels)
         calls_for_short = len(models.calls["ner"]) - calls_before
         assert not document.done()
         (outcome,) = await document
-        return calls_for_short, len(outcome.results["ner"]["entities"])
+        return calls_for_short, len(spans(outcome))
 
     calls_for_short, entities = asyncio.run(scenario())
     assert calls_for_short <= 2, calls_for_short  # the call in flight, then the one that carries it
