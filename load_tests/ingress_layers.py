@@ -11,7 +11,7 @@ request at a time; CPU time per request (``time.process_time``) of:
 - ``minimal ASGI route``: one hand-written ASGI function that reads the body, parses it with the
   same ``serve_app.body`` code, runs the same handler and sends the same JSON (what a pure-ASGI hot
   path past FastAPI could save, an upper bound: no routing table, no error handlers, no metrics);
-- ``handler only``: ``Ingress._analyze`` and the JSON encoding, no HTTP at all (the tiny models'
+- ``handler only``: the route's handler (``Ingress._one_result``: analysis and JSON), no HTTP at all (the tiny models'
   own cost is inside every row; the differences between rows are what the layers cost).
 
 Compare the rows with load_tests/cpu_budget.py's Ingress CPU per request under wrk: what is left
@@ -83,8 +83,7 @@ def minimal_route(ingress: Any, task: str) -> Callable[..., Awaitable[None]]:
 
     async def app(request_scope: dict[str, Any], receive: Any, send: Send) -> None:
         body = parse(TextRequest, await read_body(Request(request_scope, receive), ingress.config))
-        outcome = await ingress._analyze(body.text, [task])
-        payload = json.dumps(outcome.results[task], ensure_ascii=False, separators=(",", ":")).encode()
+        payload = (await ingress._one_result(body.text, task)).body
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -116,8 +115,7 @@ async def run(requests: int, route: str, rounds: int) -> list[tuple[str, float]]
         minimal = minimal_route(ingress, task)
 
         async def handler_only() -> None:
-            outcome = await ingress._analyze(TEXT, [task])
-            json.dumps(outcome.results[task], ensure_ascii=False, separators=(",", ":")).encode()
+            await ingress._one_result(TEXT, task)
 
         variants: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("full app (FastAPI + middlewares)", lambda: call_asgi(full, route, body)),

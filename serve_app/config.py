@@ -43,7 +43,7 @@ class IngressConfig(BaseModel):
         ),
     )
     window_group_size: int = Field(
-        default=16, ge=1, le=256, description="Most windows one model call carries (of any requests)"
+        default=64, ge=1, le=256, description="Most windows one model call carries (of any requests)"
     )
     model_calls_per_replica: int = Field(
         default=2,

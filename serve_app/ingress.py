@@ -123,6 +123,11 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {JSON_MEDIA_TYPE: {"schema": model.model_json_schema()}}}}
 
 
+CALIBRATION_ROWS = 16
+"""Rows of the start-up calibration call (at most a group): enough to time a call's per-token cost,
+few enough that the first readiness check does not wait long at BERT-base size."""
+
+
 def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE)
 
@@ -211,8 +216,8 @@ class Ingress:
             self._calibration = asyncio.ensure_future(self._calibrate())
 
     async def _calibrate(self) -> None:
-        """Measure each model's rate on the served model at start-up: one timed call of a full
-        group of typical sentences per model, the models at once (as /v1/analyze runs them, when
+        """Measure each model's rate on the served model at start-up: one timed call of
+        CALIBRATION_ROWS typical sentences per model, the models at once (as /v1/analyze runs them, when
         they share the cores), so admission never trusts a guess for long."""
         text = "新华社北京三月五日电，国务院总理在人民大会堂作政府工作报告，代表们认真审议。"
 
@@ -220,7 +225,7 @@ class Ingress:
             client = self.clients[task]
             try:
                 ids = self.models[task].tokenizer.encode([text])[0].ids
-                seconds = await client.calibrate([ids] * self.config.window_group_size)
+                seconds = await client.calibrate([ids] * min(CALIBRATION_ROWS, self.config.window_group_size))
                 logger.info("%s calibrated: %.3f ms per token per call slot", task, seconds * 1000)
             except Exception:  # the first real calls measure it instead
                 logger.warning("calibrating %s failed; its first calls will measure the rate", task, exc_info=True)
