@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from ray import serve
 
-from deployments.batching import MemoryGuard
+from deployments.memory import MemoryBudget
 from deployments.runtime.answers import ModelAnswer, TagRow, TagRows
 from deployments.runtime.ner import NerModel
 from deployments.runtime.rows import TokenRows
@@ -21,7 +21,7 @@ class NerServer(ModelServerBase[TagRow]):
 
     def __init__(self, model_dir: str, *, intra_op_threads: int = 1, row_threads: int = 1) -> None:
         self.model = NerModel.from_model_dir(model_dir, intra_op_threads=intra_op_threads, row_threads=row_threads)
-        super().__init__(self.model.manifest, MemoryGuard(), health_probe="马云在杭州。")
+        super().__init__(self.model.manifest, MemoryBudget(), health_probe="马云在杭州。")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def predict(self, groups: list[TokenRows]) -> list[ModelAnswer]:

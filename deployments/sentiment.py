@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from ray import serve
 
-from deployments.batching import MemoryGuard
+from deployments.memory import MemoryBudget
 from deployments.runtime.answers import ModelAnswer, ProbabilityRows
 from deployments.runtime.rows import TokenRows
 from deployments.runtime.sentiment import SentimentModel
@@ -19,7 +19,7 @@ class SentimentServer(ModelServerBase[np.ndarray]):
         self.model = SentimentModel.from_model_dir(
             model_dir, intra_op_threads=intra_op_threads, row_threads=row_threads
         )
-        super().__init__(self.model.manifest, MemoryGuard(), health_probe="服务很好。")
+        super().__init__(self.model.manifest, MemoryBudget(), health_probe="服务很好。")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def predict(self, groups: list[TokenRows]) -> list[ModelAnswer]:

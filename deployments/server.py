@@ -8,16 +8,18 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from deployments.batching import BatchConfig, MemoryGuard, is_allocation_failure, run_in_token_budget
+from deployments.batching import BatchConfig, split_by_token_budget
+from deployments.memory import MemoryBudget, MemoryStats, Refusal, resident_bytes
 from deployments.runtime.answers import ItemError, ModelAnswer, ProbabilityRows, RowAnswer, TagRows, encode
 from deployments.runtime.model_dir import Manifest
 from deployments.runtime.rows import TokenRows
+from deployments.runtime.tokenizer import NUM_SPECIAL_PER_SEQUENCE
 
 logger = logging.getLogger("ray.serve")
 R = TypeVar("R", bound=RowAnswer)
@@ -89,7 +91,8 @@ def _refusal_counter() -> Any:
 
     return Counter(
         "zhserve_replica_memory_refusals",
-        description="Rows a model replica refused because it was over its memory budget or hit its allocation cap.",
+        description="Rows a model replica refused for memory: over_budget (its resident memory was over the budget), "
+        "no_headroom (the row would not fit the budget now), never_fits (nor on an idle replica).",
         tag_keys=("reason",),
     )
 
@@ -114,13 +117,19 @@ class ReplicaOverMemoryError(RuntimeError):
     """The replica's resident memory exceeds its budget; Serve will replace it."""
 
 
+CALIBRATION_POSITIONS = 2048
+"""Padded positions of the call that measures, at replica start, what a position costs: full-length
+rows, so the figure includes attention's share at the longest length (the dearest per position),
+and enough of them that the arena's growth steps are small beside it."""
+
+
 class ModelServerBase(Generic[R]):
     """Base of the NER and sentiment deployment classes (plain Python; Serve wraps them)."""
 
     model: Any
     predict: Any  # the subclass's @serve.batch method
 
-    def __init__(self, manifest: Manifest, memory: MemoryGuard, *, health_probe: str) -> None:
+    def __init__(self, manifest: Manifest, memory: MemoryBudget, *, health_probe: str) -> None:
         self.manifest = manifest
         self.memory = memory
         self.health_probe = health_probe
@@ -130,6 +139,12 @@ class ModelServerBase(Generic[R]):
         self._refusals = _refusal_counter()
         self._ballast: list[bytearray] = []
         self._busy = BusyClock()
+        self.memory.calibrate(self._calibration_call)
+        logger.info(
+            "memory: %.0f bytes per padded position in flight, %d MiB idle",
+            self.memory.bytes_per_token,
+            self.memory.idle_bytes >> 20,
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply ``user_config`` live: batch size, batch wait, token budget, memory budget."""
@@ -163,8 +178,13 @@ class ModelServerBase(Generic[R]):
 
     def stats(self) -> ServerStats:
         """Items and batches computed so far by this replica, and its resident memory now."""
-        self._stats.rss_bytes = self.memory.rss_bytes()
+        self._stats.rss_bytes = resident_bytes()
         return ServerStats(**vars(self._stats))
+
+    def memory_stats(self) -> MemoryStats:
+        """The memory budget's figures: the measured cost of a position, what the arena holds, and
+        how many sub-batches were narrowed or rows refused to stay within the budget."""
+        return self.memory.stats()
 
     def check_health(self) -> None:
         """Serve calls this periodically; raising marks the replica unhealthy and replaces it."""
@@ -181,8 +201,7 @@ class ModelServerBase(Generic[R]):
 
     def grow(self, megabytes: int) -> dict[str, Any]:
         """Test hook (only with ``ZHSERVE_TEST_HOOKS=1``): allocate and touch ``megabytes`` of
-        memory that stays allocated, as a leak or a memory-hungry input would. Past the
-        allocation cap this raises MemoryError, and the replica goes on serving."""
+        memory that stays allocated, as a leak would."""
         if os.environ.get(TEST_HOOKS_ENV) != "1":
             raise PermissionError(f"grow() is a test hook; set {TEST_HOOKS_ENV}=1 to enable it")
         ballast = bytearray(megabytes << 20)
@@ -190,9 +209,18 @@ class ModelServerBase(Generic[R]):
         self._ballast.append(ballast)
         return {
             "replica": self._stats.replica,
-            "rss_bytes": self.memory.rss_bytes(),
-            "cap_bytes": self.memory.cap_bytes,
+            "rss_bytes": resident_bytes(),
+            "limit_bytes": self.memory.limit_bytes,
         }
+
+    def _calibration_call(self) -> int:
+        """Compute one call of full-length rows (the health probe's tokens repeated); return the
+        padded positions it computed at once."""
+        ids = np.asarray(self.model.tokenizer.tokenize([self.health_probe])[0][0], dtype=np.int32)
+        length = self.manifest.max_seq_length
+        rows = [np.resize(ids, length - NUM_SPECIAL_PER_SEQUENCE)] * max(1, CALIBRATION_POSITIONS // length)
+        self._infer(rows)
+        return int(self.model.tokens_in_flight([len(row) for row in rows]))
 
     def _probe(self, text: str) -> None:
         raise NotImplementedError
@@ -229,8 +257,10 @@ class ModelServerBase(Generic[R]):
         return answers
 
     def _infer_guarded(self, rows: list[np.ndarray]) -> list[R | ItemError]:
-        """Infer a batch within the token budget; if it fails, retry row by row so one bad row
-        fails alone. A failure is logged here and reported to the caller without internals."""
+        """Infer a batch in sub-batches that fit the token budget and the memory budget; a row
+        that does not fit the memory budget alone is refused by itself, and a sub-batch that fails
+        is retried row by row so one bad row fails alone. Failures are logged here and reported to
+        the caller without internals."""
         over, rss = self.memory.over_budget()
         if over:
             self._refusals.inc(len(rows), tags={"reason": "over_budget"})
@@ -240,21 +270,45 @@ class ModelServerBase(Generic[R]):
         self._stats.batches += 1
         self._stats.largest_batch = max(self._stats.largest_batch, len(rows))
         lengths = [len(row) for row in rows]
+
+        def positions(part: Sequence[int]) -> int:
+            return int(self.model.tokens_in_flight([lengths[index] for index in part]))
+
+        results: list[R | ItemError | None] = [None] * len(rows)
+        for group in split_by_token_budget(lengths, self.config.max_batch_tokens):
+            pieces, refused = self.memory.split_to_fit(group, positions, resident_bytes())
+            for index, refusal in refused.items():
+                results[index] = self._refuse(refusal, lengths[index])
+            for piece in pieces:
+                for index, result in zip(piece, self._infer_piece([rows[i] for i in piece]), strict=True):
+                    results[index] = result
+        answered = [result for result in results if result is not None]
+        if len(answered) != len(rows):  # every row is in one piece or refused; never misalign
+            raise RuntimeError(f"{len(rows) - len(answered)} of {len(rows)} rows were neither computed nor refused")
+        return answered
+
+    def _infer_piece(self, rows: list[np.ndarray]) -> list[R | ItemError]:
+        """Infer rows as one call (row by row if it fails); the memory it grew stays in the arena."""
+        self.memory.record(int(self.model.tokens_in_flight([len(row) for row in rows])))
         try:
-            answered: list[R] = run_in_token_budget(rows, lengths, self.config.max_batch_tokens, self._infer)
-            return list(answered)
-        except Exception as exc:
-            if is_allocation_failure(exc):  # row by row would only ask for the memory again
-                logger.error("a batch of %d rows hit the replica's allocation cap: %s", len(rows), exc)
-                self._refusals.inc(len(rows), tags={"reason": "allocation_cap"})
-                message = "the replica's memory allowance was exhausted by this batch; retry shortly"
-                return [ItemError(message, retryable=True) for _ in rows]
-            logger.exception("batch of %d rows failed; retrying row by row", len(rows))
-        results: list[R | ItemError] = []
-        for row in rows:
-            try:
-                results.extend(self._infer([row]))
-            except Exception:
-                logger.exception("a row of %d tokens failed", len(row))
-                results.append(ItemError("the model failed on this window"))
-        return results
+            answered: list[R | ItemError] = list(self._infer(rows))
+            if len(answered) != len(rows):
+                raise ValueError(f"the model answered {len(answered)} of {len(rows)} rows")
+        except Exception:
+            logger.exception("a batch of %d rows failed; retrying row by row", len(rows))
+            answered = [self._infer_row(row) for row in rows]
+        return answered
+
+    def _infer_row(self, row: np.ndarray) -> R | ItemError:
+        try:
+            (result,) = self._infer([row])
+            return result
+        except Exception:
+            logger.exception("a row of %d tokens failed", len(row))
+            return ItemError("the model failed on this window")
+
+    def _refuse(self, refusal: Refusal, tokens: int) -> ItemError:
+        reason = "no_headroom" if refusal.retryable else "never_fits"
+        logger.warning("refused a row of %d tokens (%s): %s", tokens, reason, refusal.message)
+        self._refusals.inc(1, tags={"reason": reason})
+        return ItemError(refusal.message, retryable=refusal.retryable, too_large=not refusal.retryable)

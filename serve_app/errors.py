@@ -165,6 +165,8 @@ def item_error(error: ItemError) -> ZhserveError:
     """The API error for one row a replica could not answer."""
     if error.retryable:
         return OverloadedError(f"a model replica refused work: {error.message}", retry_after_s=5)
+    if error.too_large:
+        return PayloadTooLargeError(error.message)
     return ModelFailureError("the model failed on part of the text; the failure has been logged")
 
 

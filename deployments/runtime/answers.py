@@ -35,11 +35,14 @@ class ItemError:
     """One row of a batch failed; the others were answered. Carries a client-safe message.
 
     ``retryable`` marks refusals that say nothing about the input (the replica is over its memory
-    budget): the API answers those 503 with Retry-After rather than 500.
+    budget): the API answers those 503 with Retry-After rather than 500. ``too_large`` marks a row
+    no replica of the model can compute within its memory budget: the API answers 413 with the
+    message, which names the estimate and the budget.
     """
 
     message: str
     retryable: bool = False
+    too_large: bool = False
 
 
 @dataclass(frozen=True)

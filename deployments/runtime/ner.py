@@ -10,7 +10,13 @@ import onnxruntime as ort
 
 from deployments.runtime.crf import CrfParams, decode_batch
 from deployments.runtime.model_dir import ModelDir
-from deployments.runtime.session import create_session, needs_row_by_row, row_executor, run_rows
+from deployments.runtime.session import (
+    create_session,
+    needs_row_by_row,
+    row_executor,
+    run_rows,
+    tokens_in_flight,
+)
 from deployments.runtime.spans import Entity, build_entities
 from deployments.runtime.tokenizer import Tokenizer
 
@@ -46,6 +52,7 @@ class NerModel:
         self.labels = list(manifest.labels)
         self.row_by_row = needs_row_by_row(manifest.quantization)
         self.rows_executor = row_executor(row_threads) if self.row_by_row else None
+        self.row_threads = row_threads if self.row_by_row else 1
 
     @classmethod
     def from_model_dir(
@@ -60,6 +67,11 @@ class NerModel:
     @property
     def max_seq_length(self) -> int:
         return self.manifest.max_seq_length
+
+    def tokens_in_flight(self, lengths: Sequence[int]) -> int:
+        """Padded positions computed at once for rows of these token counts (what a call's
+        activation memory scales with)."""
+        return tokens_in_flight(lengths, row_by_row=self.row_by_row, row_threads=self.row_threads)
 
     def emissions(self, rows: Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """Emissions of each row of token ids: one padded [B, T, K] array, or (dynamic-INT8

@@ -10,7 +10,13 @@ import numpy as np
 import onnxruntime as ort
 
 from deployments.runtime.model_dir import ModelDir
-from deployments.runtime.session import create_session, needs_row_by_row, row_executor, run_rows
+from deployments.runtime.session import (
+    create_session,
+    needs_row_by_row,
+    row_executor,
+    run_rows,
+    tokens_in_flight,
+)
 from deployments.runtime.tokenizer import Tokenizer
 
 
@@ -39,6 +45,7 @@ class SentimentModel:
         self.labels = list(self.manifest.labels)
         self.row_by_row = needs_row_by_row(self.manifest.quantization)
         self.rows_executor = row_executor(row_threads) if self.row_by_row else None
+        self.row_threads = row_threads if self.row_by_row else 1
 
     @classmethod
     def from_model_dir(
@@ -51,6 +58,11 @@ class SentimentModel:
     @property
     def max_seq_length(self) -> int:
         return self.manifest.max_seq_length
+
+    def tokens_in_flight(self, lengths: Sequence[int]) -> int:
+        """Padded positions computed at once for rows of these token counts (what a call's
+        activation memory scales with)."""
+        return tokens_in_flight(lengths, row_by_row=self.row_by_row, row_threads=self.row_threads)
 
     def probabilities_of_rows(self, rows: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities [B, num_labels] (manifest label order) of rows of token ids.

@@ -1,19 +1,23 @@
 """The memory budget, enforced on the real cluster: a model replica that really grows past its
 budget (the test-only ``grow`` hook, as a leak would) refuses work, which the ingress repeats on
-its sibling, and Serve replaces it within 15 s while a concurrent load loses no request; an
-allocation past the replica's cap fails alone with MemoryError and the replica goes on serving.
+its sibling, and Serve replaces it within 15 s while a concurrent load loses no request; a call
+whose estimated memory does not fit the budget's headroom is computed in pieces that do, while
+short requests are answered, and the replica stays within its budget and is not replaced.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.conftest import deploy_applications, zhserve_application
+from deployments.memory import ESTIMATE_MARGIN
+from tests.conftest import deploy_applications, embedded_ner, zhserve_application
 from tests.support.load import Load
 
 pytestmark = pytest.mark.serve
@@ -71,7 +75,7 @@ def test_a_replica_grown_past_its_budget_is_replaced_and_no_request_is_lost(zhse
         with Load(zhserve_url, "/v1/analyze", payloads) as load:
             time.sleep(2)
             idle_mb = handle.stats.remote().result(timeout_s=30).rss_bytes >> 20  # the two replicas are alike
-            # 50 MiB over the budget: past it (refuse, replace), below the cap (budget + 25 %)
+            # 50 MiB over the budget: the replica refuses work and fails its health check
             grown = handle.grow.remote(BUDGET_MB + 50 - idle_mb).result(timeout_s=30)
             grown_at = time.monotonic()
             assert grown["rss_bytes"] > BUDGET_MB << 20, grown
@@ -89,19 +93,74 @@ def test_a_replica_grown_past_its_budget_is_replaced_and_no_request_is_lost(zhse
         print(
             f"over-budget replica replaced {replaced_after:.1f} s after it grew; {len(load.answers)} requests, 0 lost"
         )
-
-        # An allocation past the cap (budget + its margin) fails by itself; the replica lives on.
-        survivors = ner_replicas()
-        with pytest.raises(Exception) as failed:
-            handle.grow.remote(4 * BUDGET_MB).result(timeout_s=30)
-        assert "MemoryError" in repr(failed.value) or isinstance(failed.value, MemoryError), repr(failed.value)
-        time.sleep(3)
-        assert ner_replicas() == survivors and running_ner() == 2
-        assert httpx.post(f"{zhserve_url}/v1/ner", json={"text": NEWS}, timeout=30).status_code == 200
     finally:
         deploy_applications(zhserve_application())
     assert wait_until(lambda: running_ner() == 1, 120)
     assert httpx.post(f"{zhserve_url}/v1/ner", json={"text": NEWS}, timeout=30).status_code == 200
+
+
+LONG_UNIT = "马云在杭州阿里巴巴总部会见了来自北京大学的李明教授" * 9  # 234 characters, one NER window
+BATCH_ROWS = 64
+
+
+def with_ner_budget(budget_mb: int | None) -> dict[str, Any]:
+    """One NER replica that computes up to 64 full windows at once (max_batch_tokens)."""
+    ner = {"max_batch_tokens": BATCH_ROWS * 256, "memory_limit_mb": budget_mb}
+    return zhserve_application(user_config={"NER": ner})
+
+
+def test_a_call_too_large_for_the_headroom_is_computed_in_pieces_within_the_budget(zhserve_url: str) -> None:
+    """The ingress keeps its own calls small (~50 ms of work), so the large call is sent to the
+    NER replica directly: 64 full windows in one call, ~15,000 padded positions."""
+    from ray import serve
+
+    from deployments.runtime.ner import NerModel
+    from deployments.runtime.rows import TagRows, TokenRows
+
+    handle = serve.get_deployment_handle("NER", app_name="zhserve")
+    ids = np.asarray(NerModel.from_model_dir(embedded_ner()).tokenizer.tokenize([LONG_UNIT])[0][0], dtype=np.int32)
+    try:
+        deploy_applications(with_ner_budget(None))
+        assert wait_until(lambda: running_ner() == 1 and len(ner_replicas()) == 1, 120), ner_replicas()
+        (replica,) = ner_replicas()
+        alone: TagRows = handle.predict.remote(TokenRows.pack([ids])).result(timeout_s=30)
+        before = handle.memory_stats.remote().result(timeout_s=30)
+        positions = BATCH_ROWS * (len(ids) + 2)
+        whole = math.ceil(before.bytes_per_token * positions * ESTIMATE_MARGIN)  # the budget's estimate of the call
+        assert before.bytes_per_token > 0 and before.largest_positions < positions
+        # Headroom for half of the call, not the whole: without the estimate, the whole call would
+        # be allowed to grow the replica past its budget.
+        headroom = (whole // 2 >> 20) + 8
+        budget_mb = math.ceil(before.resident_bytes / (1 << 20)) + headroom
+        assert whole > headroom << 20
+        deploy_applications(with_ner_budget(budget_mb))  # user_config only: applied live, same replica
+        assert ner_replicas() == {replica}
+
+        with Load(zhserve_url, "/v1/ner", [{"text": NEWS}] * 2) as load:
+            time.sleep(1)
+            started = time.monotonic()
+            answered = handle.predict.remote(TokenRows.pack([ids] * BATCH_ROWS)).result(timeout_s=120)
+            took = time.monotonic() - started
+            time.sleep(1)
+        load.check_clients()
+        assert isinstance(answered, TagRows), answered  # not a list of ItemErrors: every row answered
+        for tags in answered.rows():
+            assert np.array_equal(tags[0], alone.rows()[0][0])
+        assert not load.failures() and load.during(started - 1, started + took + 1), "short requests not answered"
+
+        after = handle.memory_stats.remote().result(timeout_s=30)
+        assert after.narrowed_batches > before.narrowed_batches, after
+        assert after.refused_rows == 0 and after.resident_bytes <= budget_mb << 20, after
+        assert ner_replicas() == {replica} and running_ner() == 1
+        print(
+            f"call of {positions} positions (estimate {whole >> 20} MiB) under {headroom} MiB of headroom: computed "
+            f"in pieces in {took:.2f} s; replica at {after.resident_bytes >> 20} of {budget_mb} MiB "
+            f"(idle {before.resident_bytes >> 20}), {before.bytes_per_token:.0f} B per position; "
+            f"{len(load.answers)} short requests answered"
+        )
+    finally:
+        deploy_applications(zhserve_application())
+    assert wait_until(lambda: running_ner() == 1, 120)
 
 
 def test_the_grow_hook_is_off_without_the_test_switch() -> None:

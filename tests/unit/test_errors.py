@@ -12,6 +12,7 @@ from serve_app.errors import (
     ModelFailureError,
     ModelsNotReadyError,
     OverloadedError,
+    PayloadTooLargeError,
     RequestTimeoutError,
     ZhserveError,
     api_error,
@@ -27,6 +28,13 @@ def test_retryable_refusal_is_503_with_retry_after() -> None:
     assert isinstance(error, OverloadedError)
     assert error.status_code == 503 and int(error.headers["Retry-After"]) > 0
     assert "over its budget" in error.message
+
+
+def test_a_row_no_replica_can_fit_is_413_naming_estimate_and_budget() -> None:
+    message = "a window of 514 padded tokens needs an estimated 60.0 MiB of activation memory; the budget is 300 MiB"
+    error = item_error(ItemError(message, too_large=True))
+    assert isinstance(error, PayloadTooLargeError) and error.status_code == 413
+    assert error.message == message
 
 
 def test_model_failure_is_500_without_internals() -> None:

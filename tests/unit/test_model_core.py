@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.batching import run_in_token_budget, split_by_token_budget
+from deployments.batching import split_by_token_budget
 from deployments.runtime.ner import NerModel
 from deployments.runtime.sentiment import SentimentModel
 from deployments.runtime.tokenizer import TextTooLongError
@@ -71,13 +71,6 @@ def test_token_budget_groups_by_length_and_keeps_order() -> None:
     for group in groups:
         assert len(group) == 1 or max(lengths[i] for i in group) * len(group) <= 200
     assert groups[0] == [0, 2, 4]  # the short ones travel together
-    items = ["a" * n for n in lengths]
-    assert run_in_token_budget(items, lengths, 200, lambda batch: [len(x) for x in batch]) == lengths
-
-
-def test_token_budget_fails_loudly_when_predict_drops_results() -> None:
-    with pytest.raises(ValueError):
-        run_in_token_budget(["a", "b"], [1, 1], 100, lambda batch: batch[:1])
 
 
 def test_ner_over_a_tokenizers_json_directory(tmp_path: Path) -> None:
