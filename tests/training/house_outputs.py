@@ -150,8 +150,8 @@ def encoder_fit(out: Path, work: Path) -> None:
 def encoder_sentiment_dir(out: Path, work: Path) -> None:
     """The shipped sentiment directory's writer over a tiny classifier: manifest and ONNX outputs."""
     from training.encoder import ensemble
-    from training.encoder.export import export_onnx, quantize
-    from training.encoder.model import Encoder, SentimentClassifier
+    from training.encoder.model import QUANTIZED_OPS, Encoder, SentimentClassifier, export_example
+    from training.onnx_io import export_onnx, quantize_int8
 
     tiny, vocab, tokenizer = _tiny_e5()
     run = work / "e5-sentiment"
@@ -160,8 +160,8 @@ def encoder_sentiment_dir(out: Path, work: Path) -> None:
     torch.manual_seed(0)
     model = SentimentClassifier(Encoder(tiny, vocab_size=len(vocab.pieces))).eval()
     fp32, int8 = run / "fp32.onnx", run / "int8.onnx"
-    export_onnx(model, fp32, pad_id=vocab.pad)
-    quantize(fp32, int8)
+    export_onnx(model, fp32, output_name="logits", example=export_example(vocab.pad))
+    quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
     report = {
         "validation_rows": 12,
         "linear": {"C": 4.0},

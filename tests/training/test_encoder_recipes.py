@@ -126,7 +126,8 @@ def test_fine_tuning_on_the_pruned_vocabulary_is_the_full_vocabulary_fine_tune_o
 
 def test_ner_model_directory_is_served_by_the_runtime(tmp_path) -> None:
     from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
-    from training.encoder.export import export_onnx
+    from training.encoder.model import export_example
+    from training.onnx_io import export_onnx
 
     pieces = build_tokenizer(char_vocab())
     chars = N.char_tokenizer(pieces)
@@ -154,7 +155,7 @@ def test_ner_model_directory_is_served_by_the_runtime(tmp_path) -> None:
     assert loss.item() < 0.05, f"the tiny tagger did not fit its one sentence (loss {loss.item():.4f})"
     model.eval()
     assert N.predict_spans(model, rows, tokenizer) == [[(0, 2, "PER"), (3, 5, "LOC")]]
-    export_onnx(model.tagger, tmp_path / "model.onnx", pad_id=1, output_name="emissions")
+    export_onnx(model.tagger, tmp_path / "model.onnx", output_name="emissions", example=export_example(1))
     chars.save(str(tmp_path / "tokenizer.json"))
     np.savez(tmp_path / "crf.npz", **model.crf.export_arrays())
     write_manifest(

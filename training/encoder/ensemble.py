@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -77,8 +76,9 @@ def build(
 ) -> dict:
     """Fit the n-gram branch, pick the ensemble, export FP32 → INT8, write ``model_dir``; returns the report."""
     from training.encoder.convert import read_e5_file
-    from training.encoder.export import export_onnx, quantize
+    from training.encoder.model import QUANTIZED_OPS, export_example
     from training.encoder.tokenizer import special_ids
+    from training.onnx_io import export_onnx, quantize_int8
 
     torch.set_num_threads(1)
     started = time.time()
@@ -123,8 +123,8 @@ def build(
     ensemble = L.SentimentEnsemble(classifier, L.HashedNgramLinear(linear), mode=best["mode"], alpha=best["alpha"])
     ensemble.eval()
     fp32, int8 = out / "ensemble.fp32.onnx", out / "ensemble.int8.onnx"
-    export_onnx(ensemble, fp32, pad_id=pad_id)
-    quantize(fp32, int8)
+    export_onnx(ensemble, fp32, output_name="logits", example=export_example(pad_id))
+    quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
     # The graph against its numpy twin on validation rows (FP32): the branch and the mix are exported faithfully.
     check = np.asarray(L.combine(d_val[:64], z_val[:64], best["mode"], best["alpha"]))
     graph = _onnx_positive(fp32, val_ids[:64], bos=bos, eos=eos)
@@ -137,7 +137,7 @@ def build(
 
 
 def _onnx_positive(path: Path, ids: Sequence[list[int]], *, bos: int, eos: int) -> np.ndarray:
-    from training.encoder.export import session
+    from training.onnx_io import session
 
     sess = session(path)
     result = []
@@ -166,9 +166,10 @@ def architecture(report: dict) -> str:
 
 
 def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> None:
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
-    from training.encoder.export import staged_model_dir
+    from deployments.runtime.model_dir import Manifest, OnnxSpec
     from training.encoder.tokenizer import tokenizer_spec
+    from training.ship import staged_model_dir
+    from training.ship import write_model_dir as fill_model_dir
 
     manifest = Manifest(
         name="zhserve-sentiment-e5",
@@ -190,9 +191,7 @@ def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> 
         },
     )
     with staged_model_dir(model_dir) as staged:
-        shutil.copy(int8, staged / "model.onnx")
-        shutil.copy(out / "tokenizer.json", staged / "tokenizer.json")
-        write_manifest(staged, manifest)
+        fill_model_dir(staged, manifest, files={"model.onnx": int8, "tokenizer.json": out / "tokenizer.json"})
 
 
 def score(

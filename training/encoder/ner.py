@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -234,9 +233,11 @@ def export(
 ) -> dict:
     """FP32 ONNX → INT8 (dynamic) + crf.npz → the model directory (``zhserve-ner-e5``); dev F1 of FP32
     and INT8 through the serving runtime, every dev row."""
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
+    from deployments.runtime.model_dir import Manifest, OnnxSpec
     from training.encoder.convert import read_e5_file
-    from training.encoder.export import export_onnx, quantize, staged_model_dir
+    from training.encoder.model import QUANTIZED_OPS, export_example
+    from training.onnx_io import export_onnx, quantize_int8
+    from training.ship import staged_model_dir, write_model_dir
 
     torch.set_num_threads(1)
     ner_out = out / "ner"
@@ -249,8 +250,8 @@ def export(
     model.eval()
     fp32, int8 = ner_out / "model.fp32.onnx", ner_out / "model.int8.onnx"
     started = time.time()
-    export_onnx(model.tagger, fp32, pad_id=special_ids(pieces).pad, output_name="emissions")
-    quantize(fp32, int8)
+    export_onnx(model.tagger, fp32, output_name="emissions", example=export_example(special_ids(pieces).pad))
+    quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
     report: dict = {"export_seconds": round(time.time() - started, 1)}
     best = next(e for e in history["evals"] if e["dev"] == history["best_dev"])
     manifest = Manifest(
@@ -278,17 +279,18 @@ def export(
             "checkpoint": {"rows": best["rows"], "dev_subset_mean_f1": round(best["dev"], 4)},
         },
     )
+    chars.save(str(ner_out / "tokenizer.json"))
+    crf = model.crf.export_arrays()
     with staged_model_dir(model_dir) as staged:
-        shutil.copy(int8, staged / "model.onnx")
-        chars.save(str(staged / "tokenizer.json"))
-        np.savez(staged / "crf.npz", **model.crf.export_arrays())  # type: ignore[arg-type]
-        write_manifest(staged, manifest)
+        write_model_dir(
+            staged, manifest, files={"model.onnx": int8, "tokenizer.json": ner_out / "tokenizer.json"}, crf=crf
+        )
     fp32_dir = ner_out / "model_dir.fp32"
     with staged_model_dir(fp32_dir) as staged:  # the same directory over the FP32 graph: what INT8 costs
-        for name in ("tokenizer.json", "crf.npz"):
-            shutil.copy(model_dir / name, staged / name)
-        shutil.copy(fp32, staged / "model.onnx")
-        write_manifest(staged, manifest.model_copy(update={"quantization": "none"}))
+        fp32_manifest = manifest.model_copy(update={"quantization": "none"})
+        write_model_dir(
+            staged, fp32_manifest, files={"model.onnx": fp32, "tokenizer.json": ner_out / "tokenizer.json"}, crf=crf
+        )
     report["dev_f1"] = dev_f1({"int8": model_dir, "fp32": fp32_dir}, data_dir, log=log)
     (ner_out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
