@@ -136,7 +136,7 @@ def encoder_fit(out: Path, work: Path) -> None:
     model = SentimentClassifier(Encoder(TINY, vocab_size=40))
     config = FinetuneConfig(batch_size=4, budget_rows=96, eval_every=32, max_minutes=60)
     (work / "fit").mkdir()
-    history = run_fit(model, tiny_sentiment_examples(), config, work / "fit")
+    history = run_fit(model, tiny_sentiment_examples(), config, work / "fit").model_dump(exclude_unset=True)
     history.pop("train_minutes")
     for entry in history["evals"]:
         entry.pop("minutes")
@@ -152,6 +152,7 @@ def encoder_sentiment_dir(out: Path, work: Path) -> None:
     from training.encoder import ensemble
     from training.encoder.model import QUANTIZED_OPS, Encoder, SentimentClassifier, export_example
     from training.onnx_io import export_onnx, quantize_int8
+    from training.report import EncoderEnsemble
 
     tiny, vocab, tokenizer = _tiny_e5()
     run = work / "e5-sentiment"
@@ -162,12 +163,14 @@ def encoder_sentiment_dir(out: Path, work: Path) -> None:
     fp32, int8 = run / "fp32.onnx", run / "int8.onnx"
     export_onnx(model, fp32, output_name="logits", example=export_example(vocab.pad))
     quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
-    report = {
-        "validation_rows": 12,
-        "linear": {"C": 4.0},
-        "linear_config": {"vocab_size": len(vocab.pieces), "excluded_ids": [1, 0, 2]},
-        "ensemble": {"mode": "prob", "alpha": 0.75, "accuracy": 0.9, "log_loss": 0.3},
-    }
+    report = EncoderEnsemble.model_validate(
+        {
+            **ENSEMBLE,
+            "validation_rows": 12,
+            "linear_config": {"vocab_size": len(vocab.pieces), "excluded_ids": [1, 0, 2]},
+            "ensemble": {"mode": "prob", "alpha": 0.75, "accuracy": 0.9, "log_loss": 0.3},
+        }
+    )
     model_dir = run / "sentiment-e5"
     ensemble.write_model_dir(model_dir, out=run, int8=int8, report=report)
     _copy_texts(model_dir, out / "e5_sentiment", ["manifest.json"])
@@ -214,9 +217,10 @@ def encoder_ner_dir(out: Path, work: Path) -> None:
         mock.patch.object(ner, "dev_f1", lambda *a, **k: pinned),
     ):
         report = ner.export(run, data_dir="unused", model_dir=model_dir, e5_file=None, log=lambda _: None)
-    report.pop("export_seconds")
+    exported = report.model_dump()
+    exported.pop("export_seconds")
     _copy_texts(model_dir, out / "e5_ner", ["manifest.json"])
-    _write_json(out / "e5_ner" / "export.json", report)
+    _write_json(out / "e5_ner" / "export.json", exported)
     _write_json(
         out / "e5_ner" / "onnx_outputs.json",
         {
@@ -317,14 +321,29 @@ NER_SCORES = {
 
 def encoder_cards(out: Path, work: Path) -> None:
     """Both encoder cards from fixed run figures, over model directories of the e5 recipes."""
-    from training.encoder.card import render, render_ner
+    from deployments.runtime.model_dir import ModelDir
+    from training.model_card import render_encoder_ner, render_encoder_sentiment
+    from training.report import EncoderEnsemble, FitHistory, NerComparison, NerExport, SentimentComparison
 
-    sentiment_dir, ner_dir = work / "e5-sentiment" / "sentiment-e5", work / "e5-ner" / "ner-e5"
+    sentiment = ModelDir.load(work / "e5-sentiment" / "sentiment-e5").manifest
+    ner = ModelDir.load(work / "e5-ner" / "ner-e5").manifest
     (out / "e5_sentiment" / "MODEL_CARD.md").write_text(
-        render(sentiment_dir, history=SENTIMENT_HISTORY, ensemble=ENSEMBLE, scores=SENTIMENT_SCORES), encoding="utf-8"
+        render_encoder_sentiment(
+            sentiment,
+            FitHistory.model_validate(SENTIMENT_HISTORY),
+            EncoderEnsemble.model_validate(ENSEMBLE),
+            SentimentComparison.model_validate(SENTIMENT_SCORES),
+        ),
+        encoding="utf-8",
     )
     (out / "e5_ner" / "MODEL_CARD.md").write_text(
-        render_ner(ner_dir, history=NER_HISTORY, export=NER_EXPORT, scores=NER_SCORES), encoding="utf-8"
+        render_encoder_ner(
+            ner,
+            FitHistory.model_validate(NER_HISTORY),
+            NerExport.model_validate({"export_seconds": 60.0, **NER_EXPORT}),
+            NerComparison.model_validate(NER_SCORES),
+        ),
+        encoding="utf-8",
     )
 
 
