@@ -18,16 +18,29 @@ from deployments.runtime.tokenizer import BertChineseTokenizer
 INPUT_NAMES = ["input_ids", "attention_mask"]
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, *, output_name: str, opset: int = 17) -> None:
-    """FP32 ONNX with dynamic batch and sequence axes, inputs ``input_ids``/``attention_mask`` int64."""
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    output_name: str,
+    example: tuple[torch.Tensor, torch.Tensor] | None = None,
+    opset: int = 17,
+) -> None:
+    """FP32 ONNX with dynamic batch and sequence axes, inputs ``input_ids``/``attention_mask`` int64; a per-token
+    output (``emissions``) keeps its sequence axis dynamic too.
+
+    ``example`` is the ``(input_ids, attention_mask)`` the graph is traced with; the default is a padded
+    BERT-Chinese pair ([CLS] 2, [SEP] 3, [PAD] 0): a vocabulary with other special ids passes its own.
+    """
     model.eval()
-    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]], dtype=torch.int64)
-    mask = (ids != 0).to(torch.int64)
+    if example is None:
+        ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]], dtype=torch.int64)
+        example = (ids, (ids != 0).to(torch.int64))
     axes = {0: "batch", 1: "sequence"}
     output_axes = {0: "batch", 1: "sequence"} if output_name == "emissions" else {0: "batch"}
     torch.onnx.export(
         model,
-        (ids, mask),
+        example,
         str(path),
         input_names=INPUT_NAMES,
         output_names=[output_name],
@@ -38,14 +51,15 @@ def export_onnx(model: torch.nn.Module, path: str | Path, *, output_name: str, o
     onnx.checker.check_model(onnx.load(str(path)))
 
 
-def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> None:
-    """INT8 quantisation (``quantize_dynamic``) of the Gather (embedding-table) weights.
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path, *, op_types: Sequence[str] = ("Gather",)) -> None:
+    """INT8 dynamic quantisation (``quantize_dynamic``, QInt8 weights) of the ``op_types`` nodes.
 
-    The embedding tables are > 90 % of the parameters, so this gives nearly all of the size
-    reduction. MatMuls stay FP32 on purpose: dynamic MatMul quantisation picks one activation scale
-    per tensor per call, which makes a text's output depend on the other texts in its batch
-    (measured: emissions moved by up to 0.13). Weight-only Gather quantisation keeps every text's
-    output independent of the batch, as FP32 is.
+    The CNN recipes quantise the Gather (embedding-table) weights only: the tables are > 90 % of the
+    parameters, so this gives nearly all of the size reduction. MatMuls stay FP32 there on purpose: dynamic
+    MatMul quantisation picks one activation scale per tensor per call, which makes a text's output depend
+    on the other texts in its batch (measured: emissions moved by up to 0.13). Weight-only Gather
+    quantisation keeps every text's output independent of the batch, as FP32 is. The encoder recipes
+    quantise ``("MatMul", "Gather")`` (their weights are in the MatMuls) and are served one row per call.
     """
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "model.onnx"
@@ -54,12 +68,13 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> None:
             staged,
             Path(int8_path),
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Gather"],
+            op_types_to_quantize=list(op_types),
             per_channel=False,
         )
 
 
 def session(path: str | Path, *, threads: int = 1) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads and one inter-op thread."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -168,3 +168,96 @@ class SentimentReport(TrainingReport):
     pretraining: Pretraining | None
     resumed_from: str | None
     train_max_tokens: int = Field(description="training texts were cut to this many tokens")
+
+
+# ---------------------------------------------------------------- the encoder recipes (training.encoder)
+
+
+class FitEval(_Report):
+    """One evaluation of a row-budget fine-tune: rows and steps so far, the mean of the last 200 losses,
+    the dev score the best state is picked by, and the minutes over all sittings."""
+
+    rows: int
+    step: int
+    loss: float | None
+    dev: float
+    minutes: float
+
+
+class FitHistory(_Report):
+    """A fine-tune's record (``history.json``): its evaluations, its config, and whether the budget was
+    reached (``finished`` is false when a sitting ended at ``max_minutes`` first)."""
+
+    evals: list[FitEval]
+    config: dict[str, Any]  # the FinetuneConfig
+    best_dev: float
+    train_minutes: float
+    finished: bool
+    mix: dict[str, int] = Field(default_factory=dict)  # training rows by source
+    dev_rows: int | None = None  # NER: dev rows per split scored at each evaluation
+    sitting_minutes: float | None = None
+
+    @property
+    def best(self) -> FitEval:
+        """The evaluation whose state is ``best.pt`` (the first with the best score)."""
+        return next(e for e in self.evals if e.dev == self.best_dev)
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2, exclude_none=True) + "\n", encoding="utf-8")
+
+
+class LinearFit(_Report):
+    C: float
+    C_trials: list[dict[str, float]]
+    live_buckets: int
+
+
+class EncoderEnsemble(_Report):
+    """How the encoder sentiment model's n-gram branch and ensemble were picked, and its graph's sizes."""
+
+    validation_rows: int
+    ngram_fit_rows: int
+    linear: LinearFit
+    linear_config: dict[str, Any]
+    ensemble: dict[str, Any]  # mode, alpha, accuracy, log_loss
+    ensemble_trials: list[dict[str, Any]]
+    validation: dict[str, float]  # encoder, linear, ensemble
+    fp32_graph_vs_numpy_max_abs_prob_diff: float
+    size_mb: dict[str, float]  # fp32, int8
+    build_seconds: float
+
+
+class ServedLatency(_Report):
+    """Milliseconds per sentence, one ONNX Runtime thread, one text per call."""
+
+    median: float
+    p95: float
+    mean_chars: float | None = None
+
+
+class ServedCost(_Report):
+    """Model directories side by side: latency, the peak RSS of a process serving each, directory size."""
+
+    latency_ms_1_thread: dict[str, ServedLatency]
+    rss_mb: dict[str, float]
+    size_mb: dict[str, float]
+
+
+class SentimentComparison(ServedCost):
+    """Sentiment model directories (and the TF-IDF + LR reference) on every dev split: accuracy."""
+
+    accuracy: dict[str, dict[str, float]]  # split → model → accuracy
+    rows: dict[str, int]
+
+
+class NerComparison(ServedCost):
+    """NER model directories on every dev row: entity micro P/R/F1 and the seconds in batches of 16."""
+
+    f1: dict[str, dict[str, dict[str, int | float]]]  # split → model → rows, precision, recall, f1, support, …
+
+
+class NerExport(_Report):
+    """The encoder NER export: entity micro F1 of the INT8 directory and of the same over its FP32 graph."""
+
+    export_seconds: float
+    dev_f1: dict[str, dict[str, dict[str, int | float]]]  # split → int8/fp32 → rows, f1, …

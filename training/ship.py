@@ -9,9 +9,11 @@ latency; and write the typed report (``<run>/<task>_report.json``) and ``MODEL_C
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +106,36 @@ def score(model_dir: ModelDir, fp32_path: Path, dev: dict[str, list[dict]], thre
     return scores
 
 
+@contextlib.contextmanager
+def staged_model_dir(model_dir: Path) -> Iterator[Path]:
+    """A ``<name>.partial`` folder to fill; it replaces ``model_dir`` only when the block succeeds, so a
+    failed export never leaves a half-written model directory under the served name."""
+    staged = model_dir.with_name(model_dir.name + ".partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    yield staged
+    shutil.rmtree(model_dir, ignore_errors=True)
+    staged.rename(model_dir)
+
+
+def write_model_dir(
+    out: Path,
+    manifest: Manifest,
+    *,
+    files: Mapping[str, Path] | None = None,
+    crf: Mapping[str, np.ndarray] | None = None,
+) -> Manifest:
+    """Fill the model directory ``out``: a copy of each of ``files`` under its name, the CRF's arrays in the
+    manifest's ``crf`` file, and ``manifest.json`` with every file's checksum (the manifest written is returned)."""
+    for name, source in (files or {}).items():
+        shutil.copy(source, out / name)
+    if crf is not None:
+        assert manifest.crf, "a CRF is shipped only with a manifest naming its file"
+        # (The ignore: numpy's stub lets ** reach ``allow_pickle: bool``.)
+        np.savez(out / manifest.crf, **crf)  # type: ignore[arg-type]
+    return write_manifest(out, manifest)
+
+
 def ship(spec: ShipSpec, make_report: Callable[[Evaluation], TrainingReport]) -> tuple[Manifest, TrainingReport]:
     """Export, quantise, write the model directory, score it, and write the report and the card.
 
@@ -112,11 +144,7 @@ def ship(spec: ShipSpec, make_report: Callable[[Evaluation], TrainingReport]) ->
     out = spec.out
     export_onnx(spec.network, spec.fp32_path, output_name=spec.manifest.onnx.output)
     quantize_int8(spec.fp32_path, out / spec.manifest.onnx.model)
-    if spec.crf is not None:
-        assert spec.manifest.crf, "a CRF is shipped only with a manifest naming its file"
-        # (The ignore: numpy's stub lets ** reach ``allow_pickle: bool``.)
-        np.savez(out / spec.manifest.crf, **spec.crf)  # type: ignore[arg-type]
-    manifest = write_manifest(out, spec.manifest)
+    manifest = write_model_dir(out, spec.manifest, crf=spec.crf)
     model_dir = ModelDir.load(out)
     scores = score(model_dir, spec.fp32_path, spec.dev, spec.threads)
     latency = median_latency_ms(

@@ -10,11 +10,18 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training.encoder.convert import E5Config, Pieces  # noqa: E402
-from training.encoder.export import export_onnx, onnx_logits, quantize, session  # noqa: E402
+from training.encoder.export import onnx_logits  # noqa: E402
 from training.encoder.finetune import pad, predict_logits, truncate  # noqa: E402
 from training.encoder.fit import bucketed_batches  # noqa: E402
-from training.encoder.model import Encoder, SentimentClassifier  # noqa: E402
+from training.encoder.model import QUANTIZED_OPS, Encoder, SentimentClassifier, export_example  # noqa: E402
 from training.encoder.tokenizer import build_tokenizer, pieces_used, pruned_ids  # noqa: E402
+from training.onnx_io import export_onnx, quantize_int8, session  # noqa: E402
+
+
+def export(model: torch.nn.Module, fp32, int8, *, pad_id: int) -> None:  # type: ignore[no-untyped-def]
+    export_onnx(model, fp32, output_name="logits", example=export_example(pad_id))
+    quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
+
 
 TINY = E5Config(hidden=32, layers=2, heads=4, ffn=64, vocab_rows=40, max_positions=64, type_vocab=2, eps=1e-12)
 
@@ -99,8 +106,7 @@ def test_padding_does_not_change_logits() -> None:
 def test_onnx_export_and_int8_agree(tmp_path) -> None:
     model = _tiny_classifier()
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
-    export_onnx(model, fp32, pad_id=1)
-    quantize(fp32, int8)
+    export(model, fp32, int8, pad_id=1)
     examples = [([0, *range(5, 5 + n), 2], 0) for n in (1, 7, 20)]
     reference = predict_logits(model, examples, pad_id=1)
     np.testing.assert_allclose(onnx_logits(session(fp32), examples, pad_id=1), reference, atol=1e-4)
@@ -115,7 +121,7 @@ def test_model_dir_is_served_by_the_runtime(tmp_path) -> None:
     """The exported directory loads through ``deployments.runtime`` (tokenizers-json, <s>/</s>/<pad>)
     and the runtime's answer equals the INT8 ONNX run on the same ids."""
     from deployments.runtime.sentiment import SentimentModel
-    from training.encoder.export import write_model_dir
+    from training.encoder.export import write_candidate_dir
 
     vocab = _vocab()
     tokenizer = build_tokenizer(vocab)
@@ -124,11 +130,10 @@ def test_model_dir_is_served_by_the_runtime(tmp_path) -> None:
     torch.manual_seed(0)
     model = SentimentClassifier(Encoder(tiny, vocab_size=len(vocab.pieces))).eval()
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
-    export_onnx(model, fp32, pad_id=vocab.pad)
-    quantize(fp32, int8)
+    export(model, fp32, int8, pad_id=vocab.pad)
     report = {"accuracy": {"review_chnsenticorp": {"int8": 0.5}}}
     model_dir = tmp_path / "candidate"
-    write_model_dir(model_dir, out=tmp_path, int8=int8, report=report)
+    write_candidate_dir(model_dir, out=tmp_path, int8=int8, report=report)
     served = SentimentModel.from_model_dir(model_dir)
     text = "酒店很好"
     probabilities = served.probabilities([text])

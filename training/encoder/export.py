@@ -8,66 +8,28 @@ and INT8 ONNX on every dev split (head+tail truncated as in training), FP32-vs-I
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 
 from training import data as D
 from training.encoder.convert import read_e5_file
-from training.encoder.finetune import LABELS, encode_rows, pad, predict_logits
-from training.encoder.model import Encoder, SentimentClassifier
+from training.encoder.finetune import LABELS, encode_rows, predict_logits
+from training.encoder.model import QUANTIZED_OPS, Encoder, SentimentClassifier, export_example
 from training.encoder.tokenizer import special_ids, tokenizer_spec
+from training.onnx_io import INPUT_NAMES, export_onnx, quantize_int8, session
 
-INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "logits"
 SERVED_MAX_SEQ_LENGTH = 512  # e5's position table
 T = TypeVar("T")
-
-
-def export_onnx(model: torch.nn.Module, path: Path, *, pad_id: int, output_name: str = OUTPUT_NAME) -> None:
-    """FP32 ONNX, dynamic batch and sequence axes (and the sequence axis of a per-token output)."""
-    model.eval()
-    ids, mask = pad([[0, 10, 11, 12, 2], [0, 13, 2]], pad_id)
-    axes = {0: "batch", 1: "sequence"}
-    torch.onnx.export(
-        model,
-        (ids, mask),
-        str(path),
-        input_names=INPUT_NAMES,
-        output_names=[output_name],
-        dynamic_axes={
-            "input_ids": axes,
-            "attention_mask": axes,
-            output_name: {0: "batch"} if output_name == OUTPUT_NAME else axes,
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-    onnx.checker.check_model(onnx.load(str(path)))
-
-
-def quantize(fp32: Path, int8: Path) -> None:
-    """INT8 weights for every MatMul and the embedding Gather; activations quantised at run time."""
-    quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
-
-
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_logits(sess: ort.InferenceSession, examples: Sequence[tuple[list[int], int]], *, pad_id: int) -> np.ndarray:
@@ -134,8 +96,8 @@ def export_all(
     model.eval()
     fp32, int8 = out / "model.fp32.onnx", out / "model.int8.onnx"
     started = time.time()
-    export_onnx(model, fp32, pad_id=pad_id)
-    quantize(fp32, int8)
+    export_onnx(model, fp32, output_name=OUTPUT_NAME, example=export_example(pad_id))
+    quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
     report["export_seconds"] = round(time.time() - started, 1)
     report["size_mb"] = {"fp32": round(fp32.stat().st_size / 1e6, 1), "int8": round(int8.stat().st_size / 1e6, 1)}
     save()
@@ -174,7 +136,7 @@ def export_all(
         save()
 
     if model_dir is not None:
-        report["model_dir"] = write_model_dir(model_dir, out=out, int8=int8, report=report)
+        report["model_dir"] = write_candidate_dir(model_dir, out=out, int8=int8, report=report)
         report["served"] = served_accuracy(model_dir, dev["review_chnsenticorp"])
         save()
     return report
@@ -200,21 +162,10 @@ def tfidf_probabilities(train: Sequence[dict], dev: dict[str, list[dict]], *, c:
     }
 
 
-@contextlib.contextmanager
-def staged_model_dir(model_dir: Path) -> Iterator[Path]:
-    """A ``<name>.partial`` folder to fill; it replaces ``model_dir`` only when the block succeeds, so a
-    failed export never leaves a half-written model directory under the served name."""
-    staged = model_dir.with_name(model_dir.name + ".partial")
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    yield staged
-    shutil.rmtree(model_dir, ignore_errors=True)
-    staged.rename(model_dir)
-
-
-def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> str:
-    """A model directory the runtime loads: INT8 ONNX, tokenizer.json, manifest (staged, then renamed)."""
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
+def write_candidate_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> str:
+    """A candidate model directory the runtime loads: INT8 ONNX, tokenizer.json, manifest (staged, then renamed)."""
+    from deployments.runtime.model_dir import Manifest, OnnxSpec
+    from training.ship import staged_model_dir, write_model_dir
 
     review = report["accuracy"]["review_chnsenticorp"]
     manifest = Manifest(
@@ -238,9 +189,7 @@ def write_model_dir(model_dir: Path, *, out: Path, int8: Path, report: dict) -> 
         },
     )
     with staged_model_dir(model_dir) as staged:
-        shutil.copy(int8, staged / "model.onnx")
-        shutil.copy(out / "tokenizer.json", staged / "tokenizer.json")
-        write_manifest(staged, manifest)
+        write_model_dir(staged, manifest, files={"model.onnx": int8, "tokenizer.json": out / "tokenizer.json"})
     return str(model_dir)
 
 

@@ -15,7 +15,6 @@ One thread (``torch.set_num_threads(1)``): the machines are shared. The recipe:
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from tokenizers import Tokenizer
 from training import data as D
 from training.encoder.fit import FinetuneConfig, fit, parameter_groups
 from training.encoder.model import SentimentClassifier
+from training.report import FitHistory
 
 __all__ = [
     "FinetuneConfig",
@@ -124,7 +124,7 @@ def train(
     out: Path,
     log: Callable[[str], None] = print,
     evaluate: Callable[[], float] | None = None,
-) -> dict:
+) -> FitHistory:
     """Fine-tune over ``budget_rows`` rows of ``examples`` (cycled), resumable; the best dev state is
     ``out/best.pt`` (:func:`training.encoder.fit.fit`), scored by ``evaluate`` (default: accuracy on
     ``dev``). Returns the history."""
@@ -155,7 +155,7 @@ def finetune_sentiment(
     e5_file: str | None,
     dev_limit: int = 0,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> FitHistory:
     """The sentiment fine-tune in a run directory that holds the pruned vocabulary (``kept_ids.npy``,
     ``tokenizer.json``): :func:`training_rows` → examples → :func:`train`, resumable. Writes and
     returns ``out/history.json`` with the row mix and this sitting's minutes; ``dev_limit`` scores
@@ -180,7 +180,6 @@ def finetune_sentiment(
     model = SentimentClassifier(Encoder.from_e5(read_e5_file(e5_file), rows=keep))
     started = time.time()
     history = train(model, examples, dev, config, pad_id=pad_id, out=out, log=log)
-    history["mix"] = mix
-    history["sitting_minutes"] = round((time.time() - started) / 60, 1)
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    history = history.model_copy(update={"mix": mix, "sitting_minutes": round((time.time() - started) / 60, 1)})
+    history.write(out / "history.json")
     return history

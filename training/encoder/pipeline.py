@@ -16,13 +16,14 @@ Steps, each skipped when its output exists in ``--run-dir`` (so a second sitting
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from deployments.runtime.model_dir import ModelDir
 from training.encoder.fit import FinetuneConfig
+from training.report import FitHistory
 
 # The shipped recipe (training/experiments/encoder.md).
 SENTIMENT = FinetuneConfig(budget_rows=38_700, eval_every=6_000, max_minutes=80.0)
@@ -63,10 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def sentiment_steps(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> int:
     history_path = run / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.exists() else None
-    if not (history and history.get("finished")):
+    history = FitHistory.model_validate_json(history_path.read_text()) if history_path.exists() else None
+    if not (history and history.finished):
         history = finetune(args, run, log)
-        if not history["finished"]:
+        if not history.finished:
             log(f"fine-tune stopped after {args.max_minutes} minutes; rerun the same command to continue")
             return EXIT_UNFINISHED
     from training.encoder.ensemble import build, score
@@ -75,10 +76,11 @@ def sentiment_steps(args: argparse.Namespace, run: Path, log: Callable[[str], No
     log(f"ensemble → {model_dir}")
     ensemble = build(run, data_dir=args.data, model_dir=model_dir, e5_file=args.e5_file, other_rows=OTHER_ROWS, log=log)
     scores = score({"e5_ensemble": model_dir, "cnn": Path(args.out) / "sentiment"}, args.data, log=log)
-    (run / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-    from training.encoder.card import render
+    (run / "score.json").write_text(scores.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    from training.model_card import render_encoder_sentiment
 
-    (model_dir / "MODEL_CARD.md").write_text(render(model_dir, history=history, ensemble=ensemble, scores=scores))
+    card = render_encoder_sentiment(ModelDir.load(model_dir).manifest, history, ensemble, scores)
+    (model_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     log(f"model card → {model_dir / 'MODEL_CARD.md'}")
     return 0
 
@@ -87,8 +89,8 @@ def ner_steps(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -
     from training.encoder import ner
 
     history_path = run / "ner" / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.exists() else None
-    if not (history and history.get("finished")):
+    history = FitHistory.model_validate_json(history_path.read_text()) if history_path.exists() else None
+    if not (history and history.finished):
         config = FinetuneConfig(**{**asdict(ner.RECIPE), "max_minutes": args.max_minutes})
         log("NER fine-tune")
         history = ner.finetune(
@@ -101,22 +103,23 @@ def ner_steps(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -
             threads=args.threads,
             log=log,
         )
-        if not history["finished"]:
+        if not history.finished:
             log(f"NER fine-tune stopped after {args.max_minutes} minutes; rerun the same command to continue")
             return EXIT_UNFINISHED
     model_dir = Path(args.out) / ner.MODEL_DIR_NAME
     log(f"NER export → {model_dir}")
     export = ner.export(run, data_dir=args.data, model_dir=model_dir, e5_file=args.e5_file, log=log)
     scores = ner.score({"e5": model_dir, "cnn": Path(args.out) / "ner"}, args.data, log=log)
-    (run / "ner" / "score.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-    from training.encoder.card import render_ner
+    (run / "ner" / "score.json").write_text(scores.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    from training.model_card import render_encoder_ner
 
-    (model_dir / "MODEL_CARD.md").write_text(render_ner(model_dir, history=history, export=export, scores=scores))
+    card = render_encoder_ner(ModelDir.load(model_dir).manifest, history, export, scores)
+    (model_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     log(f"model card → {model_dir / 'MODEL_CARD.md'}")
     return 0
 
 
-def finetune(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> dict:
+def finetune(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> FitHistory:
     import torch
 
     from training.encoder.finetune import finetune_sentiment
