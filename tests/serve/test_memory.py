@@ -114,8 +114,9 @@ def test_a_call_too_large_for_the_headroom_is_computed_in_pieces_within_the_budg
     NER replica directly: 64 full windows in one call, ~15,000 padded positions."""
     from ray import serve
 
+    from deployments.runtime.answers import TagRows
     from deployments.runtime.ner import NerModel
-    from deployments.runtime.rows import TagRows, TokenRows
+    from deployments.runtime.rows import TokenRows
 
     handle = serve.get_deployment_handle("NER", app_name="zhserve")
     ids = np.asarray(NerModel.from_model_dir(embedded_ner()).tokenizer.tokenize([LONG_UNIT])[0][0], dtype=np.int32)
