@@ -33,7 +33,7 @@ TEXT = "2024年3月，马云在杭州阿里巴巴总部会见了来自北京大�
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def scope(path: str) -> dict[str, Any]:
+def scope(path: str, body_bytes: int) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -44,7 +44,11 @@ def scope(path: str) -> dict[str, Any]:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"zhserve"), (b"content-type", b"application/json"), (b"content-length", b"0")],
+        "headers": [
+            (b"host", b"zhserve"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(body_bytes).encode()),
+        ],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
         "state": {},
@@ -52,8 +56,7 @@ def scope(path: str) -> dict[str, Any]:
 
 
 async def call_asgi(app: Any, path: str, body: bytes) -> int:
-    request_scope = scope(path)
-    request_scope["headers"][2] = (b"content-length", str(len(body)).encode())
+    request_scope = scope(path, len(body))
     sent = False
     status = 0
 

@@ -16,6 +16,8 @@ from deployments.runtime.sentiment import SentimentModel
 from serve_app.config import UI_DIR, AppArgs
 from serve_app.ingress import Ingress, build_fastapi_app
 from serve_app.model_client import Call
+from serve_app.plan import ServedModel
+from serve_app.schemas import Task
 from tests.support.tiny_models import build_tiny_ner, build_tiny_sentiment
 
 LEXICON = {"马云": "PER", "杭州": "LOC", "腾讯公司": "ORG"}
@@ -46,6 +48,13 @@ class FakeModels:
         self.ner = NerModel.from_model_dir(self.ner_dir)
         self.sentiment = SentimentModel.from_model_dir(self.sentiment_dir)
         self.delay_s = 0.0
+
+    def served(self) -> dict[Task, ServedModel]:
+        """The two model directories as the ingress's planner sees them."""
+        return {
+            "ner": ServedModel.from_dir(str(self.ner_dir)),
+            "sentiment": ServedModel.from_dir(str(self.sentiment_dir)),
+        }
 
     async def predict_ner(self, rows: TokenRows) -> ModelAnswer:
         await asyncio.sleep(self.delay_s)

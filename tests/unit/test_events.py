@@ -7,9 +7,8 @@ import pytest
 
 from serve_app.errors import OverloadedError
 from serve_app.events import ErrorEvent, StartEvent, SummaryEvent, WindowEvent
-from serve_app.plan import DocumentPlan, Planner, PlanSettings, ServedModel
+from serve_app.plan import DocumentPlan, Planner, PlanSettings
 from serve_app.results import Analysis, DocumentEntities
-from serve_app.schemas import Task
 from tests.support.fake_ingress import FakeModels
 
 TEXT = "马云在杭州。好"
@@ -17,11 +16,7 @@ TEXT = "马云在杭州。好"
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory: pytest.TempPathFactory) -> DocumentPlan:
-    models = FakeModels(tmp_path_factory.mktemp("models"))
-    served: dict[Task, ServedModel] = {
-        "ner": ServedModel.from_dir(str(models.ner_dir)),
-        "sentiment": ServedModel.from_dir(str(models.sentiment_dir)),
-    }
+    served = FakeModels(tmp_path_factory.mktemp("models")).served()
     return Planner(served).plan(TEXT, ["sentiment", "ner"], PlanSettings())
 
 

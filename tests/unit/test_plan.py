@@ -16,11 +16,7 @@ SETTINGS = PlanSettings()
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> dict[Task, ServedModel]:
-    models = FakeModels(tmp_path_factory.mktemp("models"))
-    return {
-        "ner": ServedModel.from_dir(str(models.ner_dir)),
-        "sentiment": ServedModel.from_dir(str(models.sentiment_dir)),
-    }
+    return FakeModels(tmp_path_factory.mktemp("models")).served()
 
 
 def test_a_text_with_nothing_to_analyse_is_refused(served: dict[Task, ServedModel]) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from deployments.runtime.spans import Entity
 from serve_app.chunking import SentenceSentiment
-from serve_app.plan import Planner, PlanSettings, ServedModel
+from serve_app.plan import Planner, PlanSettings
 from serve_app.results import (
     Analysis,
     AnalyzeResult,
@@ -17,7 +17,6 @@ from serve_app.results import (
     DocumentSentiment,
     assemble,
 )
-from serve_app.schemas import Task
 from tests.support.fake_ingress import FakeModels
 
 MA_YUN = Entity(text="马云", label="PER", start=0, end=2, score=0.75)
@@ -53,12 +52,7 @@ def test_an_analysis_keeps_the_order_of_its_tasks() -> None:
 
 @pytest.fixture(scope="module")
 def planner(tmp_path_factory: pytest.TempPathFactory) -> Planner:
-    models = FakeModels(tmp_path_factory.mktemp("models"))
-    served: dict[Task, ServedModel] = {
-        "ner": ServedModel.from_dir(str(models.ner_dir)),
-        "sentiment": ServedModel.from_dir(str(models.sentiment_dir)),
-    }
-    return Planner(served)
+    return Planner(FakeModels(tmp_path_factory.mktemp("models")).served())
 
 
 def test_window_answers_are_assembled_into_document_offsets_and_a_weighted_sentiment(planner: Planner) -> None:
