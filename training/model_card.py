@@ -17,6 +17,7 @@ from training.report import (
     FitHistory,
     Latency,
     NerComparison,
+    NerEnsembleReport,
     NerExport,
     NerReport,
     SentimentComparison,
@@ -497,6 +498,25 @@ ENCODER_NER_SPLITS = {
 }
 
 
+def continued_lines(manifest: Manifest, rows: int) -> list[str]:
+    """The Method lines of a continued fine-tune's first stage (from the manifest's provenance)."""
+    start = manifest.provenance.get("continued_from")
+    if not start:
+        return []
+    config = start["provenance"]["config"]
+    checkpoint = start["provenance"]["checkpoint"]
+    this = manifest.provenance["config"]
+    total = (config["budget_rows"] + this["budget_rows"]) / max(1, rows)
+    return [
+        f"- two stages, about {total:.1f} passes over the training rows in all. Stage 1 is "
+        f"{start['name']} {start['version']}: from e5, AdamW (encoder {config['learning_rate']:g}, head and CRF "
+        f"{config['head_learning_rate']:g}), batch {config['batch_size']}, {config['warmup_fraction']:.0%} warm-up "
+        f"then linear decay over {config['budget_rows']:,} rows, its best state at {checkpoint['rows']:,} rows; "
+        "stage 2 starts from stage 1's INT8 graph, its weights dequantised (`training/encoder/warm.py`; "
+        "stage 1 kept no FP32 checkpoint), with a schedule of its own",
+    ]
+
+
 def render_encoder_ner(manifest: Manifest, history: FitHistory, export: NerExport, scores: NerComparison) -> str:
     """The card of ``models/ner-e5`` from the fine-tune's history, the export report (FP32 vs INT8) and
     the side-by-side score against the CNN NER (``training.encoder.ner.score``)."""
@@ -512,8 +532,9 @@ def render_encoder_ner(manifest: Manifest, history: FitHistory, export: NerExpor
     lines = [
         f"# {manifest.name} {manifest.version}",
         "",
-        "Chinese named entities (PER, LOC, ORG): the encoder tier, opt-in (`ner_model: models/ner-e5`). "
-        f"`models/ner` (the CNN, served by default) is {per_sentence:.1f}× faster per sentence alone and "
+        "Chinese named entities (PER, LOC, ORG): the encoder tier, served alone with `ner_model: models/ner-e5` "
+        "and as one half of `models/ner-ensemble`. "
+        f"`models/ner` (the CNN) is {per_sentence:.1f}× faster per sentence alone and "
         f"{batched:.1f}× in batches of 16, and better on news; this model is better on web text.",
         "",
         "## Architecture",
@@ -539,13 +560,16 @@ def render_encoder_ner(manifest: Manifest, history: FitHistory, export: NerExpor
         "",
         "## Method",
         "",
-        f"- encoder → dropout 0.1 → linear emissions → CRF (the CNN recipe's, BIOES moves pinned); AdamW (encoder "
-        f"{config['learning_rate']:g}, head and CRF {config['head_learning_rate']:g}, weight decay "
-        f"{config['weight_decay']:g}), batch {config['batch_size']}, {config['warmup_fraction']:.0%} warm-up then "
-        f"linear decay over {config['budget_rows']:,} rows (about {passes:.1f} passes), seed {config['seed']}",
+        *continued_lines(manifest, sum(mix.values())),
+        f"- {'stage 2: ' if history.warm_start else ''}encoder → dropout 0.1 → linear emissions → CRF (the CNN "
+        f"recipe's, BIOES moves pinned); AdamW (encoder {config['learning_rate']:g}, head and CRF "
+        f"{config['head_learning_rate']:g}, weight decay {config['weight_decay']:g}), batch {config['batch_size']}, "
+        f"{config['warmup_fraction']:.0%} warm-up then linear decay over {config['budget_rows']:,} rows (about "
+        f"{passes:.1f} passes), seed {config['seed']}",
         f"- the first {dev_rows} rows of each dev split scored every {config['eval_every']:,} rows (mean F1 of the "
         f"two); the best state (at {best.rows:,} rows) is kept",
-        f"- fine-tuning took {history.train_minutes:.0f} minutes on this 2-core machine (torch on 1-2 threads)",
+        f"- fine-tuning{' (stage 2)' if history.warm_start else ''} took {history.train_minutes:.0f} minutes on this "
+        "2-core machine (torch on 1-2 threads)",
         "- rebuild: `make train-encoder` (`zhserve-train encoder --models ner`, resumable)",
         "",
         f"| rows seen | minutes | train loss | mean dev F1 ({dev_rows}-row subsets, torch) |",
@@ -579,5 +603,86 @@ def render_encoder_ner(manifest: Manifest, history: FitHistory, export: NerExpor
         rss, size = scores.rss_mb[name], scores.size_mb[name]
         lines.append(f"| {label} | {served.median} / {served.p95} | {rss} | {size} |")
     mean_chars = scores.latency_ms_1_thread["e5"].mean_chars
+    lines += ["", f"Latency over 300 MSRA dev sentences (mean {mean_chars} characters), one per call.", ""]
+    return "\n".join(lines)
+
+
+def render_ner_ensemble(manifest: Manifest, report: NerEnsembleReport) -> str:
+    """The card of ``models/ner-ensemble``: what it combines, how the weight was picked, dev F1 beside its
+    members, and what it costs."""
+    scores = report.scores
+    members = manifest.provenance["members"]
+    weights = sorted(report.grid, key=float)
+    lines = [
+        f"# {manifest.name} {manifest.version}",
+        "",
+        "Chinese named entities (PER, LOC, ORG): the e5 tier and the CNN tier as one model, a product of "
+        "experts of their CRFs. It has the best mean of MSRA and CLUENER dev F1 of the NER tiers; it costs "
+        "about the sum of the two.",
+        "",
+        "## Architecture",
+        "",
+        f"- {manifest.architecture}",
+        "- a path's score is the weighted sum of the two taggers' CRF scores, which is itself a linear-chain CRF: "
+        "the graph outputs the weighted sum of the two emissions, `crf.npz` holds the weighted sum of the two "
+        "CRFs' transitions, and the runtime decodes it as any CRF tagger (Viterbi; confidences from its marginals)",
+        "- tokeniser: the e5 tier's `tokenizer.json` (every character its own piece, offsets exact); the CNN half "
+        "reads the CNN's id of the same character through an id map inside the graph "
+        f"({report.id_map['character']:,} characters known to both; the others are the CNN's `[UNK]`, as they "
+        "are when it reads its own WordPieces). Digits and Latin letters reach the CNN one character at a "
+        "time instead of as WordPieces",
+        f"- max_seq_length {manifest.max_seq_length} (the shorter of the two); dynamic INT8 (the e5 half), so the "
+        "runtime runs it one row per call and a text's answer never depends on its batch",
+        "",
+        "## Members",
+        "",
+        *[
+            f"- {m['name']} {m['version']} (`model.onnx` sha256 {m['files']['model.onnx'][:12]}…): see its "
+            "own card for data, method and origin"
+            for m in members
+        ],
+        "",
+        *pretrained_section(),
+        "## Data and method",
+        "",
+        "- no training of its own: graph surgery over the two shipped model directories "
+        "(`training/ner_ensemble.py`, `zhserve-train encoder --models ner-ensemble`)",
+        f"- the weight on the e5 tier ({report.weight:g}) is the one of {', '.join(weights)} with the best mean "
+        "F1 of the two dev splits below, so the ensemble's dev figures are slightly optimistic",
+        "",
+        "| weight on e5 | " + " | ".join(ENCODER_NER_SPLITS) + " | mean |",
+        "|---|" + "---|" * (len(ENCODER_NER_SPLITS) + 1),
+        *[
+            f"| {w} | "
+            + " | ".join(f"{report.grid[w][split]:.4f}" for split in ENCODER_NER_SPLITS)
+            + f" | {sum(report.grid[w].values()) / len(report.grid[w]):.4f} |"
+            for w in weights
+        ],
+        "",
+        "## Dev scores (entity micro P / R / F1, every dev row, through `deployments.runtime`)",
+        "",
+        "| split | rows | this model | e5 tier (models/ner-e5) | CNN tier (models/ner) |",
+        "|---|---|---|---|---|",
+    ]
+    for split, label in ENCODER_NER_SPLITS.items():
+        row = scores.f1[split]
+        cells = [
+            f"{row[name]['precision']:.4f} / {row[name]['recall']:.4f} / **{row[name]['f1']:.4f}**"
+            if name == "ensemble"
+            else f"{row[name]['precision']:.4f} / {row[name]['recall']:.4f} / {row[name]['f1']:.4f}"
+            for name in ("ensemble", "e5", "cnn")
+        ]
+        lines.append(f"| {label} | {row['ensemble']['rows']:,} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Cost (one ONNX Runtime thread, this 2-core machine)",
+        "",
+        "| | latency per sentence, median / p95 (ms) | peak RSS of a process serving it (MB) | directory (MB) |",
+        "|---|---|---|---|",
+    ]
+    for name, label in (("ensemble", "this model"), ("e5", "e5 tier"), ("cnn", "CNN tier")):
+        served = scores.latency_ms_1_thread[name]
+        lines.append(f"| {label} | {served.median} / {served.p95} | {scores.rss_mb[name]} | {scores.size_mb[name]} |")
+    mean_chars = scores.latency_ms_1_thread["ensemble"].mean_chars
     lines += ["", f"Latency over 300 MSRA dev sentences (mean {mean_chars} characters), one per call.", ""]
     return "\n".join(lines)

@@ -196,6 +196,7 @@ class FitHistory(_Report):
     mix: dict[str, int] = Field(default_factory=dict)  # training rows by source
     dev_rows: int | None = None  # NER: dev rows per split scored at each evaluation
     sitting_minutes: float | None = None
+    warm_start: str | None = None  # the model directory a continued fine-tune started from
 
     @property
     def best(self) -> FitEval:
@@ -254,6 +255,15 @@ class NerComparison(ServedCost):
     """NER model directories on every dev row: entity micro P/R/F1 and the seconds in batches of 16."""
 
     f1: dict[str, dict[str, dict[str, int | float]]]  # split → model → rows, precision, recall, f1, support, …
+
+
+class NerEnsembleReport(_Report):
+    """How the NER ensemble's weight was picked (dev F1 of each weight tried) and how it compares."""
+
+    weight: float  # on the first member (the e5 tier)
+    grid: dict[str, dict[str, float]]  # weight → split → entity micro F1, every dev row
+    id_map: dict[str, int]  # the first member's pieces: special, character, unknown
+    scores: NerComparison  # ensemble, e5, cnn
 
 
 class NerExport(_Report):

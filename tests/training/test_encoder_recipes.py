@@ -197,3 +197,44 @@ def test_ngram_branch_skips_the_vocabularys_own_special_ids() -> None:
     with torch.no_grad():
         graph = module(ids, mask).numpy()
     np.testing.assert_allclose(graph, model.logits([[5, 6, 7], [7, 6]]), rtol=1e-5, atol=1e-5)
+
+
+def test_a_tagger_comes_back_from_its_int8_graph(tmp_path) -> None:
+    """The warm start of a continued NER fine-tune (training/encoder/warm.py): every parameter of the tagger
+    read back from its INT8 graph — float initialisers exactly, quantised weights within half a step — and
+    the CRF from crf.npz."""
+    from training.encoder.model import QUANTIZED_OPS, export_example
+    from training.encoder.warm import crf_state, tagger_state
+    from training.onnx_io import export_onnx, quantize_int8
+
+    torch.manual_seed(3)
+    trained = N.NerTraining(N.NerTagger(Encoder(TINY, vocab_size=len(char_vocab().pieces))))
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.normal_(0, 0.5)
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    export_onnx(trained.tagger, fp32, output_name="emissions", example=export_example(char_vocab().pad))
+    quantize_int8(fp32, int8, op_types=QUANTIZED_OPS)
+    np.savez(tmp_path / "crf.npz", **trained.crf.export_arrays())
+
+    fresh = N.NerTraining(N.NerTagger(Encoder(TINY, vocab_size=len(char_vocab().pieces))))
+    state = tagger_state(fresh.tagger, int8, pad_id=char_vocab().pad)
+    assert set(state) == set(trained.tagger.state_dict())
+    quantised = 0
+    for name, original in trained.tagger.state_dict().items():
+        back = state[name]
+        assert back.shape == original.shape, name
+        error = float((back - original).abs().max())
+        if error == 0.0:
+            continue
+        step = float(original.abs().max()) * 2 / 254  # symmetric per-tensor int8
+        assert error <= step, (name, error, step)
+        quantised += 1
+    assert quantised >= TINY.layers * 6 + 2  # six matrices a layer, the head and the embeddings went through int8
+    fresh.tagger.load_state_dict(state)
+    fresh.crf.load_state_dict({**fresh.crf.state_dict(), **crf_state(tmp_path / "crf.npz")})
+    start, end, trans = fresh.crf.effective()
+    expected = trained.crf.export_arrays()
+    np.testing.assert_array_equal(trans.detach().numpy(), expected["transitions"])
+    np.testing.assert_array_equal(start.detach().numpy(), expected["start_transitions"])
+    np.testing.assert_array_equal(end.detach().numpy(), expected["end_transitions"])

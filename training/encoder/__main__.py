@@ -189,6 +189,7 @@ def cmd_ner_finetune(args: argparse.Namespace) -> None:
         dev_rows=getattr(args, "dev_rows", ner.DEV_ROWS),
         e5_file=args.e5_file,
         threads=args.threads,
+        warm_start=Path(args.warm_start) if args.warm_start else None,
         log=_log(out / "ner" / "finetune.log"),
     )
 
@@ -272,6 +273,9 @@ def main(argv: list[str] | None = None) -> None:
         "--dev-rows", type=int, default=argparse.SUPPRESS, help="dev rows per split scored at each evaluation"
     )
     ner_finetune.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ner_finetune.add_argument(
+        "--warm-start", default=None, help="continue from this shipped NER model directory (its INT8 weights)"
+    )
     ner_export.add_argument("--model-dir", required=True)
     ensemble = sub.add_parser("ensemble", help="e5 + in-graph n-gram branch → the shipped sentiment model directory")
     ensemble.add_argument("--data", default="../shared/data")

