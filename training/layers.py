@@ -198,6 +198,10 @@ class SplitOptimizer:
         if dense:
             self.optimizers.append(torch.optim.AdamW(dense, weight_decay=weight_decay))
 
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
     def zero_grad(self) -> None:
         for optimizer in self.optimizers:
             optimizer.zero_grad()
@@ -206,8 +210,12 @@ class SplitOptimizer:
         for optimizer in self.optimizers:
             optimizer.step()
 
-    def schedulers(self, factor) -> list[torch.optim.lr_scheduler.LambdaLR]:
-        return [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in self.optimizers]
+    def state_dict(self) -> list[dict]:
+        return [optimizer.state_dict() for optimizer in self.optimizers]
+
+    def load_state_dict(self, state: list[dict]) -> None:
+        for optimizer, saved in zip(self.optimizers, state, strict=True):
+            optimizer.load_state_dict(saved)
 
 
 def mark_sparse(module: nn.Module) -> None:

@@ -51,7 +51,7 @@ def spec(net: torch.nn.Linear, epochs: int, **overrides) -> loop.LoopSpec:  # ty
         name="test",
         network=net,
         optimizer=SplitOptimizer([(list(net.parameters()), 0.05)]),
-        dense=loop.dense_parameters(list(net.parameters())),
+        parameters=list(net.parameters()),
         lengths=[4] * 64,
         batch_tokens=32,
         epochs=epochs,
@@ -60,7 +60,7 @@ def spec(net: torch.nn.Linear, epochs: int, **overrides) -> loop.LoopSpec:  # ty
         progress_interval=60.0,
         started=time.time(),
     )
-    return loop.LoopSpec(**{**options, **overrides})
+    return loop.epoch_spec(**{**options, **overrides})
 
 
 def test_the_loop_keeps_the_best_selected_epoch_and_reports_each_improvement() -> None:

@@ -1,17 +1,17 @@
-"""One fine-tuning loop for the encoder recipes (sentiment and NER), resumable from its last checkpoint.
+"""The encoder recipes' (sentiment and NER) settings of the one training loop (:mod:`training.loop`).
 
-The loop streams length-bucketed batches of the examples (reshuffled each pass), scales the learning
-rates with a linear warm-up and decay over ``budget_rows``, scores the dev rows every ``eval_every``
-rows and keeps the best state in ``<out>/best.pt``. At every evaluation it also writes
-``<out>/last.pt`` — model, optimiser, step, the pass and batch it stopped in, both random states and
-the history — so a run stopped by ``--max-minutes`` or by a signal continues where it was: the
-batches of a pass are derived from the seed and the pass number alone, so a resumed run sees the
-same rows in the same order as an uninterrupted one.
+:func:`fit` trains over a row budget: length-bucketed batches of the examples (reshuffled each pass),
+AdamW groups (:func:`parameter_groups`) with a linear warm-up and decay to 0 over ``budget_rows``,
+gradients clipped to norm 1, the dev rows scored every ``eval_every`` rows and the best state kept in
+``<out>/best.pt``. At every evaluation the loop also writes ``<out>/last.pt`` — model, optimiser,
+step, the pass and batch it stopped in, the torch random state and the history — so a run stopped by
+``--max-minutes`` or by a signal continues where it was: the batches of a pass are derived from the
+seed and the pass number alone (:func:`pass_batches`), so a resumed run sees the same rows in the same
+order as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from training import data as D
+from training import loop
 from training.report import FitEval, FitHistory
 
 
@@ -79,13 +80,10 @@ def parameter_groups(encoder: nn.Module, head: Sequence[nn.Parameter], config: F
     ]
 
 
-def _recipe(config: dict) -> dict:
-    """What a resumed run must share with the run it continues (the time per sitting may differ)."""
-    return {key: value for key, value in config.items() if key != "max_minutes"}
-
-
-def lr_scale(step: int, total_steps: int, warmup: int) -> float:
-    return min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
+def schedule(config: FinetuneConfig) -> tuple[int, loop.Schedule]:
+    """The steps of the row budget, and the learning-rate factor of each: warm-up, then decay to 0."""
+    total_steps = math.ceil(config.budget_rows / config.batch_size)
+    return total_steps, loop.decay_to_zero(total_steps, max(1, int(total_steps * config.warmup_fraction)))
 
 
 def decayed(weight: torch.Tensor, config: FinetuneConfig, steps: int) -> torch.Tensor:
@@ -94,14 +92,40 @@ def decayed(weight: torch.Tensor, config: FinetuneConfig, steps: int) -> torch.T
     the optimiser applies it (in place, one multiply per step, in the weight's dtype): the float32
     rounding of a multiply by ``1 - 6e-7`` is a sizeable, systematic part of the step, so a closed-form
     product would not reproduce it."""
-    total_steps = math.ceil(config.budget_rows / config.batch_size)
-    warmup = max(1, int(total_steps * config.warmup_fraction))
+    _, scale = schedule(config)
     out = weight.detach().clone()
     with torch.no_grad():
         for step in range(steps):
-            lr = config.learning_rate * lr_scale(step, total_steps, warmup)
+            lr = config.learning_rate * scale(step)
             out.mul_(1 - lr * config.weight_decay)
     return out
+
+
+@dataclass
+class _Finetune:
+    """The encoder recipes' callbacks of the loop: one dev score, the best state kept in ``best``."""
+
+    model: nn.Module
+    loss: Callable[[list[int]], torch.Tensor]
+    score: Callable[[], float]
+    best: Path
+    log: Callable[[str], None]
+
+    def evaluate(self) -> dict[str, float]:
+        return {"dev": self.score()}
+
+    def select(self, scores: dict[str, float]) -> float:
+        return scores["dev"]
+
+    def on_best(self, epoch: int, history: list[dict]) -> None:
+        torch.save(self.model.state_dict(), self.best)
+        self.log(f"saved best {history[-1]['dev']:.4f} → {self.best}")
+
+
+def _row(at: loop.Position, figures: loop.Figures, scores: dict[str, float]) -> dict:
+    """A :class:`~training.report.FitEval`: the mean of the last 200 losses of the sitting."""
+    loss = float(np.mean(figures.losses[-200:])) if figures.losses else None
+    return {"rows": at.rows, "step": at.step, "loss": loss, "dev": scores["dev"], "minutes": at.minutes}
 
 
 def fit(
@@ -115,96 +139,33 @@ def fit(
     out: Path,
     log: Callable[[str], None] = print,
 ) -> FitHistory:
-    """Train over ``budget_rows`` rows (examples cycled), ``loss(batch indices)`` per step, ``evaluate()``
-    the dev score (higher is better). Resumes from ``out/last.pt`` when it exists. Returns the history;
-    its ``finished`` is false when the sitting ended at ``max_minutes`` before the budget."""
-    optimizer = torch.optim.AdamW(groups)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    total_steps = math.ceil(config.budget_rows / config.batch_size)
-    warmup = max(1, int(total_steps * config.warmup_fraction))
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    state: dict = {"step": 0, "rows": 0, "epoch": 0, "batch": 0, "best": -1.0, "history": [], "minutes": 0.0}
+    """Train with :func:`training.loop.train` over ``budget_rows`` rows (examples cycled), ``loss(batch
+    indices)`` per step, ``evaluate()`` the dev score (higher is better), the best state in
+    ``out/best.pt``; resumes from ``out/last.pt`` when it exists. Returns the history; its ``finished``
+    is false when the sitting ended at ``max_minutes`` before the budget."""
+    total_steps, scale = schedule(config)
+    step = loop.Step(torch.optim.AdamW(groups), scale, list(model.parameters()), max_norm=1.0)
     torch.manual_seed(config.seed)
-    if last_path.exists():
-        saved = torch.load(last_path, weights_only=False)
-        if _recipe(saved["config"]) != _recipe(asdict(config)):
-            raise ValueError(f"{last_path} was written with another config; remove it to start over")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
-        log(f"resumed from {last_path} at step {state['step']} ({state['rows']} rows)")
-    started = time.time() - state["minutes"] * 60  # minutes over all sittings
-    sitting = time.time()
-    next_eval = (state["rows"] // config.eval_every + 1) * config.eval_every
-    losses: list[float] = []
-    finished = state["step"] >= total_steps
-
-    def checkpoint() -> None:
-        state["minutes"] = round((time.time() - started) / 60, 2)
-        saved = {
-            "config": asdict(config),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "state": state,
-        }
-        torch.save(saved, last_path.with_suffix(".partial"))
-        last_path.with_suffix(".partial").replace(last_path)
-
-    while not finished:
-        batches = pass_batches(lengths, config, state["epoch"])
-        stop = False
-        for position in range(state["batch"], len(batches)):
-            model.train()
-            value = loss(batches[position])
-            scale = lr_scale(state["step"], total_steps, warmup)
-            for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = lr * scale
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            losses.append(float(value.item()))
-            state["step"] += 1
-            state["rows"] += len(batches[position])
-            state["batch"] = position + 1
-            if state["step"] % 50 == 0:
-                rate = len(losses) * config.batch_size / max(1e-9, time.time() - sitting)
-                log(
-                    f"step {state['step']}/{total_steps} rows {state['rows']} "
-                    f"loss {np.mean(losses[-50:]):.4f} {rate:.1f} rows/s"
-                )
-            finished = state["step"] >= total_steps
-            out_of_time = (time.time() - sitting) / 60 >= config.max_minutes
-            if state["rows"] >= next_eval or finished or out_of_time:
-                next_eval = (state["rows"] // config.eval_every + 1) * config.eval_every
-                score = evaluate()
-                entry = {
-                    "rows": state["rows"],
-                    "step": state["step"],
-                    "loss": float(np.mean(losses[-200:])) if losses else None,
-                    "dev": score,
-                    "minutes": round((time.time() - started) / 60, 2),
-                }
-                state["history"].append(entry)
-                log(f"eval {json.dumps(entry)}")
-                if score > state["best"]:
-                    state["best"] = score
-                    torch.save(model.state_dict(), best_path)
-                    log(f"saved best {score:.4f} → {best_path}")
-                checkpoint()
-            if finished or out_of_time:
-                stop = True
-                break
-        if stop:
-            break
-        state["epoch"] += 1
-        state["batch"] = 0
+    spec = loop.LoopSpec(
+        name="fine-tune",
+        network=model,
+        step=step,
+        batches=lambda epoch: pass_batches(lengths, config, epoch),
+        started=time.time(),
+        steps=total_steps,
+        evaluate_every=config.eval_every,
+        sitting_minutes=config.max_minutes,
+        checkpoint=loop.Checkpoint(out / "last.pt", asdict(config)),
+        row=_row,
+        progress_interval=None,
+        log_every=50,
+        say=log,
+    )
+    result = loop.train(spec, _Finetune(model, loss, evaluate, out / "best.pt", log))
     return FitHistory(
-        evals=[FitEval.model_validate(entry) for entry in state["history"]],
+        evals=[FitEval.model_validate(entry) for entry in result.history],
         config=asdict(config),
-        best_dev=state["best"],
-        train_minutes=round((time.time() - started) / 60, 2),
-        finished=finished,
+        best_dev=result.best,
+        train_minutes=result.minutes,
+        finished=result.finished,
     )

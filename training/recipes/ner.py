@@ -273,11 +273,11 @@ def fit_ner(
         recipe.distill_weight,
         run.run_dir / ("ner_best.pt" if stage == "final" else f"ner_{stage}_best.pt"),
     )
-    spec = loop.LoopSpec(
+    spec = loop.epoch_spec(
         name=f"ner {stage}",
         network=net,
         optimizer=optimizer,
-        dense=loop.dense_parameters([*net.parameters(), *crf.parameters()]),
+        parameters=[*net.parameters(), *crf.parameters()],
         lengths=[len(e.ids) for e in examples],
         batch_tokens=settings.batch_tokens,
         epochs=recipe.epochs,

@@ -235,11 +235,11 @@ def pretrain_sentiment_encoder(
         special_ids={tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.unk_id},
         vocab_size=net.config.vocab_size,
     )
-    spec = loop.LoopSpec(
+    spec = loop.epoch_spec(
         name="sentiment pretraining",
         network=model,
         optimizer=optimizer,
-        dense=loop.dense_parameters(list(model.parameters())),
+        parameters=list(model.parameters()),
         lengths=lengths,
         batch_tokens=settings.batch_tokens,
         epochs=recipe.pretrain_epochs,
@@ -425,11 +425,11 @@ def _fit_cnn(run: RecipeRun, recipe: SentimentRecipe, data: SentimentData, start
         net.load_state_dict(resumed["net"])
         net.eval()
         return CnnFit(net, config, list(resumed["history"]), embedding_init, pretraining, resumed["seconds"])
-    spec = loop.LoopSpec(
+    spec = loop.epoch_spec(
         name="sentiment",
         network=net,
         optimizer=optimizer,
-        dense=loop.dense_parameters(list(net.parameters())),
+        parameters=list(net.parameters()),
         lengths=[len(e.ids) for e in data.train_examples],
         batch_tokens=settings.batch_tokens,
         epochs=recipe.epochs,
