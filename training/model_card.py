@@ -506,7 +506,7 @@ def continued_lines(manifest: Manifest, rows: int) -> list[str]:
     config = start["provenance"]["config"]
     checkpoint = start["provenance"]["checkpoint"]
     this = manifest.provenance["config"]
-    total = (config["budget_rows"] + this["budget_rows"]) / max(1, rows)
+    total = (checkpoint["rows"] + this["budget_rows"]) / max(1, rows)  # stage 2 starts from stage 1's best state
     return [
         f"- two stages, about {total:.1f} passes over the training rows in all. Stage 1 is "
         f"{start['name']} {start['version']}: from e5, AdamW (encoder {config['learning_rate']:g}, head and CRF "
