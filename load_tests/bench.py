@@ -468,8 +468,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--ner-model",
-        default="models/ner",
-        help="the NER tier every section serves (models/ner-e5 is the e5 tier)",
+        default="models/ner-ensemble",
+        help="the NER tier every section serves (models/ner is the CNN tier, models/ner-e5 the e5 tier)",
     )
     options = parser.parse_args()
     WARM_UP_S = options.warm_up

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from deployments.batching import BatchConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_NER_MODEL = REPO_ROOT / "models" / "ner"
+EMBEDDED_NER_MODEL = REPO_ROOT / "models" / "ner-ensemble"  # the default tier (models/ner: the CNN alone)
 EMBEDDED_SENTIMENT_MODEL = REPO_ROOT / "models" / "sentiment-e5"  # the default tier (models/sentiment: the CNN)
 UI_DIR = REPO_ROOT / "ui"
 

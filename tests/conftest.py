@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_NER = REPO_ROOT / "models" / "ner"
+EMBEDDED_NER = REPO_ROOT / "models" / "ner-ensemble"
 EMBEDDED_SENTIMENT = REPO_ROOT / "models" / "sentiment-e5"
 
 

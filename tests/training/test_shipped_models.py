@@ -107,3 +107,22 @@ def test_encoder_ner_tier_follows_the_contract_and_answers() -> None:
         assert all(text[e.start : e.end] == e.text for e in entities)
         (alone,) = model.predict([text])  # one row per call: the same alone as in a batch
         assert [(e.start, e.end, e.label) for e in alone] == [(e.start, e.end, e.label) for e in entities]
+
+
+def test_the_ner_ensemble_is_built_from_the_shipped_tiers() -> None:
+    """models/ner-ensemble (the default NER model) is one graph of models/ner-e5 and models/ner: its manifest
+    names their current files, so a tier rebuilt without rebuilding the ensemble fails here."""
+    ner = pytest.importorskip("deployments.runtime.ner")
+    path = model_dir("ner-ensemble")
+    manifest = ModelDir.load(path).manifest
+    members = {m["name"]: m for m in manifest.provenance["members"]}
+    for name in ("ner-e5", "ner"):
+        member = ModelDir.load(model_dir(name)).manifest
+        assert members[member.name]["version"] == member.version
+        assert members[member.name]["files"]["model.onnx"] == member.files["model.onnx"], f"rebuild {path.name}"
+    assert manifest.tokenizer.type == "tokenizers-json" and manifest.quantization == "int8-dynamic"
+    assert manifest.decoder == "crf" and manifest.tag_scheme == "BIOES" and (path / "MODEL_CARD.md").is_file()
+    model = ner.NerModel.from_model_dir(path, row_threads=2)
+    (entities,) = model.predict([NEWS])
+    assert {("马云", "PER"), ("北京大学", "ORG"), ("李明", "PER")} <= {(e.text, e.label) for e in entities}
+    assert all(NEWS[e.start : e.end] == e.text for e in entities)

