@@ -9,6 +9,9 @@ import json
 import httpx
 import pytest
 
+from deployments.runtime.model_dir import ModelDir
+from tests.conftest import embedded_ner
+
 pytestmark = pytest.mark.serve
 
 NEWS = "2024年3月，马云在杭州阿里巴巴总部会见了来自北京大学的李明教授。"
@@ -122,7 +125,9 @@ def test_models_health_docs(zhserve_url: str) -> None:
     by_task = {m["task"]: m for m in models}
     assert set(by_task) == {"ner", "sentiment"}
     assert set(by_task["ner"]["entity_types"]) == {"PER", "LOC", "ORG"}
-    assert by_task["sentiment"]["labels"] and by_task["ner"]["quantization"] == "int8-weight-only"
+    served = ModelDir.load(embedded_ner()).manifest
+    assert by_task["sentiment"]["labels"] and by_task["ner"]["quantization"] == served.quantization
+    assert by_task["ner"]["model"] == f"{served.name}@{served.version}"
     assert httpx.get(f"{zhserve_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{zhserve_url}/readyz").json()
     assert ready["status"] == "ready" and ready["models"]["ner"] == by_task["ner"]["model"]
