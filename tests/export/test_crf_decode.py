@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from deployments.runtime.crf import CrfParams, viterbi_decode  # noqa: E402
+from deployments.runtime.crf import CrfParams, decode_batch, viterbi_decode  # noqa: E402
 from training.export.modules import CrfParameters, torch_viterbi  # noqa: E402
 
 pytestmark = pytest.mark.export
@@ -64,3 +64,24 @@ def test_viterbi_equals_torch_reference_on_padded_batches() -> None:
     reference = torch_viterbi(torch.from_numpy(emissions), mask, module)
     for row, length in enumerate(lengths):
         assert viterbi_decode(emissions[row, :length], crf)[0] == reference[row]
+
+
+def test_a_rows_marginals_do_not_depend_on_its_batch_to_the_bit() -> None:
+    """The served confidences are these marginals: the same text must get the same float whatever else
+    its call carried (a matrix product's kernel, chosen by the number of rows, once moved the last bit)."""
+    rng = np.random.default_rng(11)
+    k = 13
+    crf = CrfParams(rng.normal(size=k), rng.normal(size=k), rng.normal(size=(k, k)))
+    rows = [rng.normal(size=(int(n), k)) * 3 for n in rng.integers(1, 60, size=40)]
+    for index, row in enumerate(rows[:8]):
+        (alone_path,), (alone_marginals,) = decode_batch(row[None], [len(row)], crf)
+        for size in (2, 5, 17, 40):
+            chosen = [int(i) for i in rng.choice(len(rows), size=size - 1, replace=False) if i != index]
+            batch = [row, *(rows[i] for i in chosen)]
+            width = max(len(r) for r in batch)
+            padded = np.zeros((len(batch), width, k))
+            for slot, r in enumerate(batch):
+                padded[slot, : len(r)] = r
+            paths, marginals = decode_batch(padded, [len(r) for r in batch], crf)
+            assert np.array_equal(paths[0], alone_path)
+            assert np.array_equal(marginals[0], alone_marginals), (index, size)
