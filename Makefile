@@ -58,7 +58,7 @@ train: train-cnn train-encoder
 train-cnn: setup-test
 	$(BIN)/zhserve-train all --data ../shared/data --out models
 
-## The e5 models: sentiment (~80 min) then NER (~75 min); resumable: rerun it to continue a stopped fine-tune.
+## The e5 models: sentiment (~80 min), NER in two stages (~75 + ~100 min), then the NER ensemble (~6 min); resumable: rerun it to continue.
 train-encoder: setup-test
 	$(BIN)/zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models --threads 2
 
