@@ -14,6 +14,7 @@ the CNN recipe (:class:`training.ner_model.CRF`, BIOES moves pinned), trained by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -242,15 +243,7 @@ RECIPE = FinetuneConfig(
 )
 # Stage 2 (3.1.0, encoder.md §11): the 3.0.0 model continued (warm start from its INT8 graph) with a
 # schedule of its own: about 1.7 more passes at half the encoder's rate.
-CONTINUED = FinetuneConfig(
-    max_tokens=MAX_SEQ_LENGTH,
-    batch_size=16,
-    learning_rate=5e-5,
-    head_learning_rate=1e-3,
-    budget_rows=100_000,
-    eval_every=10_000,
-    max_minutes=600.0,
-)
+CONTINUED = dataclasses.replace(RECIPE, learning_rate=5e-5, head_learning_rate=1e-3)
 CONTINUED_VERSION = "3.1.0"
 MSRA_ROWS = 0  # all
 DEV_ROWS = 400  # per split, scored at each evaluation (the checkpoint is picked on them)
