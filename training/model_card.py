@@ -22,6 +22,7 @@ from training.report import (
     NerReport,
     SentimentComparison,
     SentimentReport,
+    ServedCost,
     TrainingReport,
 )
 
@@ -477,17 +478,8 @@ def render_encoder_sentiment(
         "",
         "The CNN tier's training data included the fruit category, so its fruit figure is not an unseen-data score.",
         "",
-        "## Cost (one ONNX Runtime thread, this 2-core machine)",
-        "",
-        "| | latency per sentence, median / p95 (ms) | peak RSS of a process serving it (MB) | directory (MB) |",
-        "|---|---|---|---|",
+        *cost_table(scores, {name: ENCODER_SENTIMENT_COLUMNS[name] for name in ("e5_ensemble", "cnn")}),
     ]
-    for name in ("e5_ensemble", "cnn"):
-        latency = scores.latency_ms_1_thread[name]
-        lines.append(
-            f"| {ENCODER_SENTIMENT_COLUMNS[name]} | {latency.median} / {latency.p95} | {scores.rss_mb[name]} | "
-            f"{scores.size_mb[name]} |"
-        )
     lines += ["", "Throughput through the service: BENCHMARKS.md (`make bench`).", ""]
     return "\n".join(lines)
 
@@ -496,6 +488,20 @@ ENCODER_NER_SPLITS = {
     "news_msra": "MSRA news dev (5 % of MSRA train held out)",
     "web_cluener": "CLUENER web dev (10 % of CLUENER train held out; mapped to PER/LOC/ORG)",
 }
+
+
+def cost_table(scores: ServedCost, labels: dict[str, str]) -> list[str]:
+    """The card's Cost section: latency, peak RSS and size of each model directory ``labels`` names, in its order."""
+    lines = [
+        "## Cost (one ONNX Runtime thread, this 2-core machine)",
+        "",
+        "| | latency per sentence, median / p95 (ms) | peak RSS of a process serving it (MB) | directory (MB) |",
+        "|---|---|---|---|",
+    ]
+    for name, label in labels.items():
+        served = scores.latency_ms_1_thread[name]
+        lines.append(f"| {label} | {served.median} / {served.p95} | {scores.rss_mb[name]} | {scores.size_mb[name]} |")
+    return lines
 
 
 def continued_lines(manifest: Manifest, rows: int) -> list[str]:
@@ -593,15 +599,8 @@ def render_encoder_ner(manifest: Manifest, history: FitHistory, export: NerExpor
         f"The checkpoint was picked on {dev_rows}-row subsets of these dev splits, so these figures are slightly "
         "optimistic.",
         "",
-        "## Cost (one ONNX Runtime thread, this 2-core machine)",
-        "",
-        "| | latency per sentence, median / p95 (ms) | peak RSS of a process serving it (MB) | directory (MB) |",
-        "|---|---|---|---|",
+        *cost_table(scores, {"e5": "this model", "cnn": "CNN NER (models/ner)"}),
     ]
-    for name, label in (("e5", "this model"), ("cnn", "CNN NER (models/ner)")):
-        served = scores.latency_ms_1_thread[name]
-        rss, size = scores.rss_mb[name], scores.size_mb[name]
-        lines.append(f"| {label} | {served.median} / {served.p95} | {rss} | {size} |")
     mean_chars = scores.latency_ms_1_thread["e5"].mean_chars
     lines += ["", f"Latency over 300 MSRA dev sentences (mean {mean_chars} characters), one per call.", ""]
     return "\n".join(lines)
@@ -667,22 +666,14 @@ def render_ner_ensemble(manifest: Manifest, report: NerEnsembleReport) -> str:
     for split, label in ENCODER_NER_SPLITS.items():
         row = scores.f1[split]
         cells = [
-            f"{row[name]['precision']:.4f} / {row[name]['recall']:.4f} / **{row[name]['f1']:.4f}**"
-            if name == "ensemble"
-            else f"{row[name]['precision']:.4f} / {row[name]['recall']:.4f} / {row[name]['f1']:.4f}"
-            for name in ("ensemble", "e5", "cnn")
+            f"{row[name]['precision']:.4f} / {row[name]['recall']:.4f} / {bold}{row[name]['f1']:.4f}{bold}"
+            for name, bold in (("ensemble", "**"), ("e5", ""), ("cnn", ""))
         ]
         lines.append(f"| {label} | {row['ensemble']['rows']:,} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## Cost (one ONNX Runtime thread, this 2-core machine)",
-        "",
-        "| | latency per sentence, median / p95 (ms) | peak RSS of a process serving it (MB) | directory (MB) |",
-        "|---|---|---|---|",
+        *cost_table(scores, {"ensemble": "this model", "e5": "e5 tier", "cnn": "CNN tier"}),
     ]
-    for name, label in (("ensemble", "this model"), ("e5", "e5 tier"), ("cnn", "CNN tier")):
-        served = scores.latency_ms_1_thread[name]
-        lines.append(f"| {label} | {served.median} / {served.p95} | {scores.rss_mb[name]} | {scores.size_mb[name]} |")
     mean_chars = scores.latency_ms_1_thread["ensemble"].mean_chars
     lines += ["", f"Latency over 300 MSRA dev sentences (mean {mean_chars} characters), one per call.", ""]
     return "\n".join(lines)
