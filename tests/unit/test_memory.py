@@ -141,5 +141,7 @@ def test_calibration_measures_the_arena_growth_of_a_real_call_and_later_calls_re
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["positions"] == 8 * 256
     assert figures["grown"] > 4 * MIB
-    assert figures["per_token"] == pytest.approx(figures["grown"] / figures["positions"])
+    # the test reads its baseline a few Python frames before the calibration reads its own: the
+    # two growths may differ by a page or so (a clean clone measured 4 KiB), never by a call's memory
+    assert figures["per_token"] * figures["positions"] == pytest.approx(figures["grown"], abs=64 * 1024)
     assert figures["later"] < figures["grown"] / 4
