@@ -107,6 +107,12 @@ class NerRecipe(_Frozen):
         description="ner_best.pt / ner_teacherK_best.pt files of earlier runs to distil from as well "
         "(with --ner-distill 0: only from these)",
     )
+    teacher_models: list[str] = Field(
+        default_factory=list,
+        description="shipped NER model directories (e.g. models/ner-ensemble) to distil from instead: their CRF "
+        "path posteriors where they read a row's very tokens, the gold path elsewhere (needs --ner-distill 0 "
+        "and --ner-distill-loss crf)",
+    )
     distill_text: Literal["none", "people-daily"] = Field(
         "none",
         description="people-daily: the student also learns the teachers' soft targets on the People's Daily 1998 "
@@ -136,13 +142,21 @@ class NerRecipe(_Frozen):
 
     @model_validator(mode="after")
     def _exclusive_teachers(self) -> NerRecipe:
-        if self.self_train != "off" and (self.distill or self.teachers):
-            raise ValueError("--ner-distill/--ner-teachers and --ner-self-train are exclusive (use --ner-distill 0)")
+        if self.self_train != "off" and (self.distill or self.teachers or self.teacher_models):
+            raise ValueError(
+                "--ner-distill/--ner-teachers/--ner-teacher-models and --ner-self-train are exclusive "
+                "(use --ner-distill 0)"
+            )
+        if self.teacher_models and (self.distill or self.teachers or self.distill_loss != "crf"):
+            raise ValueError(
+                "--ner-teacher-models teach alone, by path posteriors: use --ner-distill 0, "
+                "no --ner-teachers, --ner-distill-loss crf"
+            )
         return self
 
     @property
     def distilled(self) -> bool:
-        return bool(self.distill or self.teachers)
+        return bool(self.distill or self.teachers or self.teacher_models)
 
 
 class SentimentRecipe(_Frozen):

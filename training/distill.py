@@ -1,5 +1,6 @@
 """NER ensemble distillation: the teachers' soft targets (mean emissions, or the mixture of their CRF path
-posteriors) and the emission loss; reloading the teachers of an earlier run.
+posteriors) and the emission loss; reloading the teachers of an earlier run; a shipped model directory
+(ONNX + ``crf.npz``) as a teacher.
 
 The CRF's own soft loss (the cross-entropy from the teachers' path distribution) is
 :meth:`training.ner_model.CRF.soft_neg_log_likelihood`.
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from deployments.runtime.tokenizer import NUM_SPECIAL_PER_SEQUENCE
 from training import data as D
 from training.ner_model import CRF, NerConfig, NerNet
 from training.recipes.batches import ner_token_batch
@@ -90,3 +93,86 @@ def load_ner_teacher(path: str) -> NerNet:
     net = NerNet(NerConfig(**checkpoint["config"]))
     net.load_state_dict(checkpoint["net"])
     return net.eval()
+
+
+def crf_from_model_dir(path: str | Path, labels: Sequence[str]) -> CRF:
+    """A shipped model directory's CRF (``crf.npz``, its effective parameters) as a training CRF."""
+    from deployments.runtime.crf import CrfParams
+
+    params = CrfParams.load(path)
+    crf = CRF(labels)
+    with torch.no_grad():
+        crf.start_transitions.copy_(torch.from_numpy(params.start_transitions))
+        crf.end_transitions.copy_(torch.from_numpy(params.end_transitions))
+        crf.transitions.copy_(torch.from_numpy(params.transitions))
+    return crf.eval()
+
+
+def gold_posterior(target: Sequence[int], tags_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The path distribution that is certain of the gold path: one-hot marginals and its tag-pair counts
+    (with it, :meth:`CRF.soft_neg_log_likelihood` is the gold path's negative log-likelihood)."""
+    marginals = np.zeros((len(target), tags_count), dtype=np.float16)
+    marginals[np.arange(len(target)), list(target)] = 1.0
+    pairs = np.zeros((tags_count, tags_count), dtype=np.float32)
+    np.add.at(pairs, (list(target[:-1]), list(target[1:])), 1.0)
+    return marginals, pairs
+
+
+def model_posteriors(
+    model_dir: str | Path,
+    rows: Sequence[dict],
+    tokenizer,
+    labels: Sequence[str],
+    *,
+    max_seq_length: int,
+    temperature: float,
+    threads: int,
+) -> tuple[list[D.Example], list[tuple[np.ndarray, np.ndarray] | None]]:
+    """A shipped NER model directory as a teacher (e.g. ``models/ner-ensemble``: no torch network).
+
+    Cuts ``rows`` into examples for the student's ``tokenizer`` exactly as :func:`training.data.ner_examples`
+    does, and gives each example the teacher's path posterior at ``temperature`` (tag marginals [n, K] as
+    float16, tag-pair counts [K, K]) where the teacher reads the very same tokens: its tokenizer cuts the
+    row's text at the same character offsets and the row fits the teacher whole. Elsewhere ``None``: a
+    teacher that tags characters cannot say what a student's multi-character WordPiece (a number, a
+    Latin word) is, and this does not guess.
+    """
+    from deployments.runtime.ner import NerModel
+
+    teacher = NerModel.from_model_dir(model_dir, row_threads=threads)
+    if list(teacher.labels) != list(labels):
+        raise ValueError(f"the teacher {model_dir} tags {teacher.labels}, the student {list(labels)}")
+    if teacher.crf is None or teacher.manifest.crf is None:
+        raise ValueError(f"the teacher {model_dir} decodes by argmax; a path posterior needs its CRF")
+    crf = crf_from_model_dir(teacher.model_dir.file(teacher.manifest.crf), labels)
+    fits = teacher.max_seq_length - NUM_SPECIAL_PER_SEQUENCE
+    student_size = max_seq_length - NUM_SPECIAL_PER_SEQUENCE
+    texts = [row["text"] for row in rows]
+    examples = D.ner_examples(rows, tokenizer, labels, max_seq_length=max_seq_length)
+    results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(examples)
+    taught: list[tuple[int, np.ndarray]] = []  # (example index, teacher token ids)
+    position = 0
+    for (ids, offsets), theirs in zip(tokenizer.tokenize(texts), teacher.tokenizer.encode(texts), strict=True):
+        if not ids:
+            continue
+        cut = len(list(D.windows(len(ids), student_size, student_size // 2)))
+        same = len(ids) <= fits and [tuple(o) for o in theirs.offsets.tolist()] == [tuple(o) for o in offsets]
+        if cut == 1 and same:
+            taught.append((position, theirs.ids))
+        position += cut
+    if position != len(examples):
+        raise AssertionError(f"cut {position} examples, ner_examples cut {len(examples)}")
+    chunk = 256
+    for start in tqdm(range(0, len(taught), chunk), desc="teacher model posteriors", mininterval=30.0, file=sys.stderr):
+        part = taught[start : start + chunk]
+        emissions = teacher.emissions([ids for _, ids in part])
+        lengths = [len(ids) for _, ids in part]
+        scores = torch.zeros(len(part), max(lengths), len(labels))
+        mask = torch.zeros(len(part), max(lengths), dtype=torch.bool)
+        for row, (length, each) in enumerate(zip(lengths, emissions, strict=True)):
+            scores[row, :length] = torch.from_numpy(np.asarray(each)[0, 1 : 1 + length])
+            mask[row, :length] = True
+        marginals, pairs = crf.posterior(scores, mask, temperature)
+        for row, ((index, _), length) in enumerate(zip(part, lengths, strict=True)):
+            results[index] = (marginals[row, :length].numpy().astype(np.float16), pairs[row].numpy())
+    return examples, results

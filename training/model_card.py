@@ -174,6 +174,8 @@ def _distillation(distillation: Distillation) -> list[str]:
             f"{distillation.weight:g} × the squared error between its emissions and the teachers' mean "
             "emissions (each centred over the tags, averaged over the tags, summed over the tokens)"
         )
+    if distillation.taught_sequences is not None:
+        return _model_distillation(distillation, loss)
     lines = [
         "### Distillation",
         "",
@@ -197,6 +199,30 @@ def _distillation(distillation: Distillation) -> list[str]:
             + "; ".join(f"epoch {row.epoch} " + " / ".join(f"{v}" for v in row.dev.values()) for row in history)
         )
     return [*lines, ""]
+
+
+def _model_distillation(distillation: Distillation, loss: str) -> list[str]:
+    """Teachers that are shipped model directories (``--ner-teacher-models``)."""
+    teachers = ", ".join(f"`{path}`" for path in distillation.reused)
+    return [
+        "### Distillation",
+        "",
+        f"The shipped network is a student of the model director{'y' if distillation.teachers == 1 else 'ies'} "
+        f"{teachers} (ONNX + CRF, run by the serving runtime). They taught the "
+        f"{distillation.taught_sequences:,} training sequences they read token for token (every token one "
+        "character; the others, with multi-character WordPieces such as numbers and Latin words, or longer than "
+        "a teacher takes, learn the gold path alone)"
+        + (
+            f" and {distillation.transfer_sequences:,} untagged `{distillation.transfer_text}` sequences "
+            "(soft targets only)"
+            if distillation.transfer_sequences
+            else ""
+        )
+        + ". Its loss is the CRF's negative log-likelihood of the gold tags plus "
+        + loss
+        + ".",
+        "",
+    ]
 
 
 def _ner_scores(report: NerReport) -> list[str]:

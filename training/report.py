@@ -95,6 +95,7 @@ class Distillation(_Report):
     weight: float
     transfer_text: str
     transfer_sequences: int
+    taught_sequences: int | None = None  # teachers that are model directories: the sequences they read
 
 
 class SelfTraining(_Report):

@@ -42,6 +42,7 @@ def test_network_overrides_merge_key_values_and_json_objects() -> None:
     [
         ["ner", "--ner-net", "hiden=96"],
         ["ner", "--ner-self-train", "people-daily"],
+        ["ner", "--ner-teacher-models", "models/ner-ensemble"],  # beside the default --ner-distill 3
         ["sentiment", "--subset", "0"],
     ],
 )

@@ -17,8 +17,11 @@ from tests.training.test_models import SMALL  # noqa: E402
 from training import data as D  # noqa: E402
 from training.distill import (  # noqa: E402
     centred_squared_error,
+    crf_from_model_dir,
+    gold_posterior,
     load_ner_teacher,
     load_ner_teacher_crf,
+    model_posteriors,
     teacher_emissions,
     teacher_posteriors,
 )
@@ -244,3 +247,91 @@ def test_teacher_posteriors_are_the_mixture_over_each_texts_real_tokens(tmp_path
             alone_marginals, alone_pairs = alone_marginals + m[0] / 2, alone_pairs + p[0] / 2
         np.testing.assert_allclose(marginals[i].astype(np.float32), alone_marginals.numpy(), atol=2e-3)
         np.testing.assert_allclose(pairs[i], alone_pairs.numpy(), atol=1e-4)
+
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+TEACHER_ROWS = [
+    {"text": "马云在杭州阿里巴巴总部会见了客人。", "entities": [{"start": 0, "end": 2, "label": "PER"}]},
+    {"text": "他1998年去了北京。", "entities": [{"start": 9, "end": 11, "label": "LOC"}]},  # a WordPiece "1998"
+    {"text": "上海" * 70, "entities": []},  # 140 characters: one window for the student, too long for the teacher
+    {"text": "李明到了深圳。", "entities": [{"start": 0, "end": 2, "label": "PER"}]},
+]
+
+
+def test_gold_posterior_makes_the_soft_loss_the_gold_likelihood() -> None:
+    crf = random_crf(7)
+    emissions = torch.randn(1, 4, 13)
+    tags = [9, 10, 11, 0]  # B-ORG I-ORG E-ORG O
+    marginals, pairs = gold_posterior(tags, 13)
+    loss = crf.soft_neg_log_likelihood(
+        emissions,
+        torch.ones(1, 4, dtype=torch.bool),
+        torch.from_numpy(marginals[None].astype(np.float32)),
+        torch.from_numpy(pairs[None]),
+    )
+    gold = crf.neg_log_likelihood(emissions, torch.tensor([tags]), torch.ones(1, 4, dtype=torch.bool))
+    assert loss.item() == pytest.approx(gold.item(), rel=1e-5)
+
+
+def test_a_shipped_model_teaches_the_examples_it_reads_token_for_token(tokenizer) -> None:
+    from deployments.runtime.ner import NerModel
+
+    teacher_dir = MODELS / "ner-ensemble"
+    labels = D.bioes_labels()
+    crf = crf_from_model_dir(teacher_dir / "crf.npz", labels)
+    with np.load(teacher_dir / "crf.npz") as shipped:
+        for name, value in crf.export_arrays().items():
+            np.testing.assert_allclose(value, shipped[name], rtol=1e-6)
+    cut, posteriors = model_posteriors(
+        teacher_dir, TEACHER_ROWS, tokenizer, labels, max_seq_length=256, temperature=1.0, threads=2
+    )
+    expected = D.ner_examples(TEACHER_ROWS, tokenizer, labels, max_seq_length=256)
+    assert [(e.ids, e.target) for e in cut] == [(e.ids, e.target) for e in expected]
+    assert [p is not None for p in posteriors] == [True, False, False, True]
+    served = NerModel.from_model_dir(teacher_dir)
+    for row, posterior in zip(TEACHER_ROWS, posteriors, strict=True):
+        if posterior is None:
+            continue
+        marginals, pairs = posterior
+        n = len(row["text"])  # one token per character
+        assert marginals.shape == (n, 13) and pairs.sum() == pytest.approx(n - 1, rel=1e-4)
+        np.testing.assert_allclose(marginals.astype(np.float32).sum(-1), 1.0, atol=5e-3)
+        # At temperature 1 they are the served model's own marginals: its confidence in each tag it decodes.
+        (tokens,) = served.tokenizer.encode([row["text"]])
+        ((path, confidences),) = served.tag([tokens.ids])
+        np.testing.assert_allclose(marginals[np.arange(n), path].astype(np.float32), confidences, atol=2e-3)
+    warm = model_posteriors(
+        teacher_dir, TEACHER_ROWS[:1], tokenizer, labels, max_seq_length=256, temperature=2.0, threads=1
+    )[1][0]
+    assert (
+        warm is not None
+        and warm[0].astype(np.float32).max(-1).mean() < posteriors[0][0].astype(np.float32).max(-1).mean()
+    )
+
+
+def test_model_teachers_give_the_gold_path_where_they_cannot_read(tokenizer) -> None:
+    from types import SimpleNamespace
+
+    from training.config import NerRecipe
+    from training.recipes.ner import NerData, _distil_from_models
+
+    labels = D.bioes_labels()
+    examples = D.ner_examples(TEACHER_ROWS, tokenizer, labels, max_seq_length=256)
+    data = NerData(tokenizer, labels, TEACHER_ROWS, {}, TEACHER_ROWS)
+    recipe = NerRecipe(distill=0, teacher_models=[str(MODELS / "ner-ensemble")] * 2)
+    run = SimpleNamespace(settings=SimpleNamespace(threads=1))
+    kept, soft, distillation = _distil_from_models(run, recipe, data, examples)  # type: ignore[arg-type]
+    assert kept == examples and soft.gold_count is None and soft.pairs is not None
+    assert distillation.taught_sequences == 2 and distillation.teachers == 2 and distillation.loss == "crf"
+    for i in (1, 2):  # not read by the teachers: the gold path
+        gold_marginals, gold_pairs = gold_posterior(examples[i].target, 13)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(soft.targets[i], gold_marginals)
+        np.testing.assert_array_equal(soft.pairs[i], gold_pairs)
+    alone = model_posteriors(
+        MODELS / "ner-ensemble", TEACHER_ROWS, tokenizer, labels, max_seq_length=256, temperature=2.0, threads=1
+    )[1]
+    for i in (0, 3):  # two copies of one teacher: their mixture is that teacher
+        one = alone[i]
+        assert one is not None
+        np.testing.assert_allclose(soft.targets[i].astype(np.float32), one[0].astype(np.float32), atol=1e-3)
+        np.testing.assert_allclose(soft.pairs[i], one[1], atol=1e-5)

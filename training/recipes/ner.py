@@ -27,8 +27,10 @@ from training import loop
 from training.config import NerRecipe
 from training.distill import (
     centred_squared_error,
+    gold_posterior,
     load_ner_teacher,
     load_ner_teacher_crf,
+    model_posteriors,
     teacher_emissions,
     teacher_posteriors,
 )
@@ -149,6 +151,7 @@ class NerData:
     labels: list[str]
     train_rows: list[dict]  # the gazetteer's source (extra rows excluded)
     dev_examples: dict[str, list[D.Example]]
+    example_rows: list[dict]  # what the training examples were cut from (extra rows included)
 
 
 class _NerCallbacks:
@@ -320,6 +323,8 @@ def _distil(
     """Train (or reload) the teachers and compute their soft targets over the training examples (plus the
     People's Daily sentences with ``--ner-distill-text people-daily``)."""
     teacher_nets: list[nn.Module] = [load_ner_teacher(path) for path in recipe.teachers]
+    if recipe.teacher_models:
+        return _distil_from_models(run, recipe, data, examples)
     teacher_crfs = [load_ner_teacher_crf(path, data.labels) for path in recipe.teachers]
     teacher_seeds, teacher_histories = [], []
     for k in range(len(teacher_nets), len(teacher_nets) + recipe.distill):
@@ -358,6 +363,77 @@ def _distil(
         "path posteriors" if recipe.distill_loss == "crf" else "mean emissions",
         distillation.teachers,
         len(soft.targets),
+    )
+    return examples, soft, distillation
+
+
+def _distil_from_models(
+    run: RecipeRun, recipe: NerRecipe, data: NerData, examples: list[D.Example]
+) -> tuple[list[D.Example], SoftTargets, Distillation]:
+    """Soft targets from shipped model directories (``--ner-teacher-models``): the uniform mixture of their
+    path posteriors on every example they all read token for token, the gold path on the others; with
+    ``--ner-distill-text people-daily`` also the People's Daily sentences they read (soft targets only)."""
+
+    def mixture(rows: list[dict]) -> tuple[list[D.Example], list[tuple[np.ndarray, np.ndarray] | None]]:
+        each = [
+            model_posteriors(
+                path,
+                rows,
+                data.tokenizer,
+                data.labels,
+                max_seq_length=MAX_SEQ_LENGTH,
+                temperature=recipe.distill_temperature,
+                threads=run.settings.threads,
+            )
+            for path in recipe.teacher_models
+        ]
+        mixed: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for posteriors in zip(*(p for _, p in each), strict=True):
+            if any(p is None for p in posteriors):
+                mixed.append(None)
+                continue
+            marginals = sum(p[0].astype(np.float32) for p in posteriors) / len(posteriors)
+            pairs = sum(p[1] for p in posteriors) / len(posteriors)
+            mixed.append((marginals.astype(np.float16), pairs.astype(np.float32)))
+        return each[0][0], mixed
+
+    cut, posteriors = mixture(data.example_rows)
+    if [e.ids for e in cut] != [e.ids for e in examples]:
+        raise AssertionError("the teachers' examples are not the training examples")
+    tags_count = len(data.labels)
+    taught = sum(p is not None for p in posteriors)
+    chosen = [
+        p if p is not None else gold_posterior(e.target, tags_count)  # type: ignore[arg-type]  # NER: tag lists
+        for p, e in zip(posteriors, examples, strict=True)
+    ]
+    gold_count = None
+    if recipe.distill_text == "people-daily":
+        from training.lexicon import people_daily_sentences
+
+        transfer_cut, transfer = mixture([{"text": text, "entities": []} for text in people_daily_sentences()])
+        kept = [(e, p) for e, p in zip(transfer_cut, transfer, strict=True) if p is not None]
+        gold_count = len(examples)
+        examples = examples + [e for e, _ in kept]
+        chosen += [p for _, p in kept]
+        log.info("NER distillation: + %d People's Daily sequences the teachers read (soft targets only)", len(kept))
+    soft = SoftTargets([m for m, _ in chosen], np.stack([p for _, p in chosen]), gold_count)
+    log.info(
+        "NER distillation from %s: their path posteriors on %d of %d training sequences (the gold path on the rest)",
+        ", ".join(recipe.teacher_models),
+        taught,
+        len(posteriors),
+    )
+    distillation = Distillation(
+        teachers=len(recipe.teacher_models),
+        reused=list(recipe.teacher_models),
+        teacher_seeds=[],
+        teacher_histories=[],
+        loss="crf",
+        temperature=recipe.distill_temperature,
+        weight=recipe.distill_weight,
+        transfer_text=recipe.distill_text,
+        transfer_sequences=0 if gold_count is None else len(examples) - gold_count,
+        taught_sequences=taught,
     )
     return examples, soft, distillation
 
@@ -401,7 +477,7 @@ def _prepare(run: RecipeRun, recipe: NerRecipe, out: Path) -> tuple[NerData, lis
         for name, rows in corpora.dev.items()
     }
     log.info("NER: %d training sequences, dev %s", len(train_examples), {k: len(v) for k, v in dev_examples.items()})
-    data = NerData(tokenizer, labels, train_rows, dev_examples)
+    data = NerData(tokenizer, labels, train_rows, dev_examples, train_rows + extra_rows)
     return data, train_examples, NerCorpusPrep(corpora, normalised, len(augmented))
 
 
