@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup setup-test lint typecheck configs bench loadtest grow train train-cnn train-encoder clean
+.PHONY: run test setup setup-test lint typecheck configs bench loadtest grow train train-cnn train-encoder train-cnn-student clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -52,8 +52,8 @@ typecheck: setup-test
 configs: setup
 	$(BIN)/python -m scripts.gen_configs
 
-## Rebuild the embedded models from ../shared/data: the CNN models (53 min on this 2-core machine), then the e5 models.
-train: train-cnn train-encoder
+## Rebuild the embedded models from ../shared/data: the CNN models (53 min on this 2-core machine), the e5 models and the NER ensemble, then the CNN NER distilled from that ensemble and the ensemble again over it.
+train: train-cnn train-encoder train-cnn-student
 
 train-cnn: setup-test
 	$(BIN)/zhserve-train all --data ../shared/data --out models
@@ -61,6 +61,12 @@ train-cnn: setup-test
 ## The e5 models: sentiment (~80 min), NER in two stages (~75 + ~100 min), then the NER ensemble (~6 min); resumable: rerun it to continue.
 train-encoder: setup-test
 	$(BIN)/zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models --threads 2
+
+## The fast NER tier (zhserve-ner 2.3.0): the CNN recipe taught by models/ner-ensemble on the training rows and the People's Daily 1998 text (~36 min), then the ensemble rebuilt over it (~7 min).
+train-cnn-student: setup-test
+	$(BIN)/zhserve-train ner --data ../shared/data --out models --version 2.3.0 --threads 1 --ner-distill 0 \
+		--ner-teacher-models models/ner-ensemble --ner-distill-text people-daily
+	$(BIN)/zhserve-train encoder --data ../shared/data --run-dir runs/e5 --out models --models ner-ensemble
 
 ## zhserve against the seed design and the in-process limit, side by side; writes BENCHMARKS.md (~45 min).
 bench: $(STAMP)-bench

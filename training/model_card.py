@@ -203,15 +203,17 @@ def _distillation(distillation: Distillation) -> list[str]:
 
 def _model_distillation(distillation: Distillation, loss: str) -> list[str]:
     """Teachers that are shipped model directories (``--ner-teacher-models``)."""
-    teachers = ", ".join(f"`{path}`" for path in distillation.reused)
+    teachers = ", ".join(distillation.reused)  # "name version (directory)"
     return [
         "### Distillation",
         "",
-        f"The shipped network is a student of the model director{'y' if distillation.teachers == 1 else 'ies'} "
-        f"{teachers} (ONNX + CRF, run by the serving runtime). They taught the "
-        f"{distillation.taught_sequences:,} training sequences they read token for token (every token one "
-        "character; the others, with multi-character WordPieces such as numbers and Latin words, or longer than "
-        "a teacher takes, learn the gold path alone)"
+        f"The shipped network is a student of {teachers}: shipped model director"
+        f"{'y' if distillation.teachers == 1 else 'ies'} (ONNX + CRF) that the serving runtime ran. "
+        f"{'It' if distillation.teachers == 1 else 'They'} "
+        "taught the "
+        f"{distillation.taught_sequences:,} training sequences {'it' if distillation.teachers == 1 else 'they'} "
+        "read token for token (every token one character; the others, with multi-character WordPieces such "
+        "as numbers and Latin words, or longer than a teacher takes, learn the gold path alone)"
         + (
             f" and {distillation.transfer_sequences:,} untagged `{distillation.transfer_text}` sequences "
             "(soft targets only)"

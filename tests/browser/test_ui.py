@@ -23,6 +23,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.serve]
 NEWS = "2024年3月，马云在杭州阿里巴巴总部会见了来自北京大学的李明教授。"
 # Astral characters (emoji and a CJK Extension B character) before and between the entities, so
 # code-point offsets and UTF-16 indices differ by several positions.
+# A person, a place and an organisation, each on its own (the default NER model reads NEWS's
+# 杭州阿里巴巴总部 as one ORG, the MSRA corpus's convention)
+THREE_LABELS = "2024年3月，马云在杭州会见了来自北京大学的李明教授。"
 EMOJI_TEXT = "🎉🎉😍 好消息！𠮷野家的老板马云昨天在杭州宣布🚀，阿里巴巴将与北京大学合作👏。"
 MARKS_JS = """els => els.map(e => ({
     label: e.dataset.label, start: Number(e.dataset.start), end: Number(e.dataset.end), text: e.textContent
@@ -101,18 +104,18 @@ def test_text_meets_wcag_aa_contrast_before_and_after_an_analysis(page: Any) -> 
 
 
 def test_analyze_marks_entities_with_api_labels_and_offsets(page: Any, zhserve_url: str) -> None:
-    expected = api_analyze(zhserve_url, NEWS)
+    expected = api_analyze(zhserve_url, THREE_LABELS)
     open_ui(page)
-    page.fill("textarea#input", NEWS)
+    page.fill("textarea#input", THREE_LABELS)
     page.click("#analyze")
     page.wait_for_selector(DONE)
 
     found = marks(page)
     assert found == entity_tuples(expected["ner"]["entities"])
     assert {label for label, *_ in found} == {"PER", "LOC", "ORG"}
-    assert ("PER", 8, 10, "马云") in found
+    assert ("PER", 8, 10, "马云") in found and ("LOC", 11, 13, "杭州") in found
     for _, start, end, text in found:
-        assert NEWS[start:end] == text
+        assert THREE_LABELS[start:end] == text
     verdict = page.locator("[data-sentiment]")
     assert verdict.count() == 1
     assert verdict.get_attribute("data-sentiment") == expected["sentiment"]["label"]

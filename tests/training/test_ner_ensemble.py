@@ -76,10 +76,9 @@ def test_the_ensemble_finds_entities_with_exact_offsets(ensembles: dict[float, P
     model = NerModel.from_model_dir(ensembles[0.5], row_threads=2)
     texts = [NEWS, *MIXED]
     results = model.predict(texts)
-    assert {("马云", "PER"), ("杭州", "LOC"), ("北京大学", "ORG"), ("李明", "PER")} <= {
-        (e.text, e.label) for e in results[0]
-    }
-    assert ("姚明", "PER") in {(e.text, e.label) for e in results[1]}
+    # 杭州阿里巴巴总部 is left out: the members read it by two conventions (one ORG; 杭州 LOC + 阿里巴巴 ORG)
+    assert {("马云", "PER"), ("北京大学", "ORG"), ("李明", "PER")} <= {(e.text, e.label) for e in results[0]}
+    assert {("姚明", "PER"), ("上海", "LOC")} <= {(e.text, e.label) for e in results[1]}
     for text, entities in zip(texts, results, strict=True):
         assert all(text[e.start : e.end] == e.text and 0 < e.score <= 1 for e in entities)
 

@@ -425,7 +425,7 @@ def _distil_from_models(
     )
     distillation = Distillation(
         teachers=len(recipe.teacher_models),
-        reused=list(recipe.teacher_models),
+        reused=[_named(path) for path in recipe.teacher_models],
         teacher_seeds=[],
         teacher_histories=[],
         loss="crf",
@@ -436,6 +436,14 @@ def _distil_from_models(
         taught_sequences=taught,
     )
     return examples, soft, distillation
+
+
+def _named(path: str) -> str:
+    """A teacher model directory with the name and version its manifest gives."""
+    from deployments.runtime.model_dir import ModelDir
+
+    manifest = ModelDir.load(path, verify_checksums=False).manifest
+    return f"{manifest.name} {manifest.version} ({path})"
 
 
 @dataclass(frozen=True)
