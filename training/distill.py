@@ -166,11 +166,13 @@ def model_posteriors(
     for start in tqdm(range(0, len(taught), chunk), desc="teacher model posteriors", mininterval=30.0, file=sys.stderr):
         part = taught[start : start + chunk]
         emissions = teacher.emissions([ids for _, ids in part])
+        # one padded [B, T, K] array, or (a row-by-row model) one [1, T_i, K] array per row
+        per_row = list(emissions) if isinstance(emissions, np.ndarray) else [each[0] for each in emissions]
         lengths = [len(ids) for _, ids in part]
         scores = torch.zeros(len(part), max(lengths), len(labels))
         mask = torch.zeros(len(part), max(lengths), dtype=torch.bool)
-        for row, (length, each) in enumerate(zip(lengths, emissions, strict=True)):
-            scores[row, :length] = torch.from_numpy(np.asarray(each)[0, 1 : 1 + length])
+        for row, (length, each) in enumerate(zip(lengths, per_row, strict=True)):
+            scores[row, :length] = torch.from_numpy(np.ascontiguousarray(each[1 : 1 + length], dtype=np.float32))
             mask[row, :length] = True
         marginals, pairs = crf.posterior(scores, mask, temperature)
         for row, ((index, _), length) in enumerate(zip(part, lengths, strict=True)):

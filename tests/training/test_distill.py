@@ -273,10 +273,17 @@ def test_gold_posterior_makes_the_soft_loss_the_gold_likelihood() -> None:
     assert loss.item() == pytest.approx(gold.item(), rel=1e-5)
 
 
-def test_a_shipped_model_teaches_the_examples_it_reads_token_for_token(tokenizer) -> None:
+@pytest.mark.parametrize(
+    ("teacher", "reads"),
+    [
+        ("ner-ensemble", [True, False, False, True]),  # characters, 126 tokens, one ONNX call per row
+        ("ner", [True, True, True, True]),  # the student's own WordPieces, 254 tokens, padded batches
+    ],
+)
+def test_a_shipped_model_teaches_the_examples_it_reads_token_for_token(tokenizer, teacher, reads) -> None:
     from deployments.runtime.ner import NerModel
 
-    teacher_dir = MODELS / "ner-ensemble"
+    teacher_dir = MODELS / teacher
     labels = D.bioes_labels()
     crf = crf_from_model_dir(teacher_dir / "crf.npz", labels)
     with np.load(teacher_dir / "crf.npz") as shipped:
@@ -287,17 +294,17 @@ def test_a_shipped_model_teaches_the_examples_it_reads_token_for_token(tokenizer
     )
     expected = D.ner_examples(TEACHER_ROWS, tokenizer, labels, max_seq_length=256)
     assert [(e.ids, e.target) for e in cut] == [(e.ids, e.target) for e in expected]
-    assert [p is not None for p in posteriors] == [True, False, False, True]
+    assert [p is not None for p in posteriors] == reads
     served = NerModel.from_model_dir(teacher_dir)
     for row, posterior in zip(TEACHER_ROWS, posteriors, strict=True):
         if posterior is None:
             continue
         marginals, pairs = posterior
-        n = len(row["text"])  # one token per character
+        (tokens,) = served.tokenizer.encode([row["text"]])
+        n = len(tokens.ids)
         assert marginals.shape == (n, 13) and pairs.sum() == pytest.approx(n - 1, rel=1e-4)
         np.testing.assert_allclose(marginals.astype(np.float32).sum(-1), 1.0, atol=5e-3)
         # At temperature 1 they are the served model's own marginals: its confidence in each tag it decodes.
-        (tokens,) = served.tokenizer.encode([row["text"]])
         ((path, confidences),) = served.tag([tokens.ids])
         np.testing.assert_allclose(marginals[np.arange(n), path].astype(np.float32), confidences, atol=2e-3)
     warm = model_posteriors(
