@@ -3,10 +3,15 @@
 Pure Python: no Ray, no asyncio. Work is counted in tokens (a window's rows of token ids), the
 unit a model's cost follows; the rate is seconds of one call slot per token.
 
-- **Measured, not guessed.** Until the ingress has calibrated the rate on the served model (one
-  timed call at start-up, ``RateMeter.calibrate``) a conservative prior holds; after it, every
-  successful call moves the estimate (an exponential moving average). Retries and back-off
-  waits are not calls that computed anything, so they are never timed.
+- **Measured, not guessed.** Until the ingress has calibrated the rate on the served model (the
+  fastest of a few timed calls at start-up, ``RateMeter.calibrate``) a conservative prior holds;
+  after it, every successful call moves the estimate (an exponential moving average). Retries and
+  back-off waits are not calls that computed anything, so they are never timed.
+- **Alone, the fastest seen.** What a request's own work costs with the models to itself is the
+  fastest rate any timing has shown: work elsewhere on the cores (a replica starting, another
+  application) only ever slows a call, so one slow calibration must not refuse, for the replica's
+  life, documents the models finish in time (CI: a calibration taken while replicas were being
+  replaced estimated 9 s for a document the idle models finish in 4).
 - **Admission.** A request whose own work could not finish within the horizon even with every
   call slot to itself is refused at once (413, the message names the estimate and the limit),
   whatever is queued; otherwise it is refused with 503 + Retry-After when the work already
@@ -40,10 +45,10 @@ class RateMeter:
     """Seconds of one call slot per token of work."""
 
     seconds_per_token: float = SECONDS_PER_TOKEN_PRIOR
-    # What a token costs with the models to itself: the start-up calibration on the idle service
-    # (or the first measured call). The moving average above follows the load (calls that queued
-    # behind others, or waited for a replica that was starting), which is right for the backlog but
-    # would refuse a request's own work for a while after a busy spell.
+    # What a token costs with the models to itself: the fastest rate measured, by the start-up
+    # calibration or by any call since. The moving average above follows the load (calls that
+    # queued behind others, or waited for a replica that was starting), which is right for the
+    # backlog but would refuse a request's own work for a while after a busy spell.
     alone_seconds_per_token: float = SECONDS_PER_TOKEN_PRIOR
     calibrated: bool = False
     calls: int = 0
@@ -65,6 +70,7 @@ class RateMeter:
             self.calibrated = True
             return
         self.seconds_per_token += SMOOTHING * (sample - self.seconds_per_token)
+        self.alone_seconds_per_token = min(self.alone_seconds_per_token, sample)
 
     def seconds(self, tokens: int, slots: int) -> float:
         """Time to finish ``tokens`` with ``slots`` calls computing at once."""

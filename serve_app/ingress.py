@@ -206,6 +206,9 @@ class Ingress:
         for task, client in self.clients.items():
             replicas = max(1, counts.get(task, 1))
             self.metrics.replicas.set(counts.get(task, 0), tags={"task": task})
+            meter = client.meter
+            self.metrics.rates.set(meter.seconds_per_token, tags={"task": task, "basis": "load"})
+            self.metrics.rates.set(meter.alone_seconds_per_token, tags={"task": task, "basis": "alone"})
             client.configure(
                 group_size=self.config.window_group_size, calls_in_flight=self.config.model_calls_per_replica * replicas
             )
@@ -216,8 +219,8 @@ class Ingress:
             self._calibration = asyncio.ensure_future(self._calibrate())
 
     async def _calibrate(self) -> None:
-        """Measure each model's rate on the served model at start-up: one timed call of
-        CALIBRATION_ROWS typical sentences per model, the models at once (as /v1/analyze runs them, when
+        """Measure each model's rate on the served model at start-up: the fastest of a few timed
+        calls of CALIBRATION_ROWS typical sentences per model, the models at once (as /v1/analyze runs them, when
         they share the cores), so admission never trusts a guess for long."""
         text = "新华社北京三月五日电，国务院总理在人民大会堂作政府工作报告，代表们认真审议。"
 

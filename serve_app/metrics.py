@@ -72,6 +72,15 @@ class IngressMetrics:
             description="Running replicas of each model, as this ingress replica last saw them (every second).",
             tag_keys=("task",),
         )
+        self.rates = Gauge(
+            "zhserve_model_seconds_per_token",
+            description=(
+                "What admission counts a token of a model's work as costing one call slot: under the "
+                "current load (basis=load, a moving average of the calls) and with the models to "
+                "themselves (basis=alone, the fastest measured); set every second."
+            ),
+            tag_keys=("task", "basis"),  # type: ignore[arg-type]  # Ray annotates Tuple[str]
+        )
 
     def retried(self, task: str, reason: str) -> None:
         self.retries.inc(tags={"task": task, "reason": reason})

@@ -117,7 +117,10 @@ class LocalCluster:
         self.nodes.append(node)
 
     def start_head(self, *extra: str) -> None:
-        """The CPU-less head node; ``extra``: more ``ray start`` arguments."""
+        """The CPU-less head node; ``extra``: more ``ray start`` arguments. The token first, as a
+        user makes it: ``ray start --head`` with token auth refuses to start without one, and
+        only ``ray.init`` (the session cluster) would otherwise have written it."""
+        self.cli(RAY, "get-auth-token", "--generate")
         self._start(
             "head",
             [

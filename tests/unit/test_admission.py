@@ -75,3 +75,18 @@ def test_a_busy_spell_does_not_refuse_work_that_fits_the_models_alone() -> None:
     decide(model="NER", own_tokens=200_000, backlog_tokens=0, slots=1, meter=rate, horizon_s=96, limit_s=120)
     with pytest.raises(OverloadedError):
         decide(model="NER", own_tokens=100, backlog_tokens=100_000, slots=1, meter=rate, horizon_s=96, limit_s=120)
+
+
+def test_the_alone_rate_is_the_fastest_measured_so_a_slow_calibration_is_corrected_by_the_calls() -> None:
+    """A calibration timed while something else held the cores overstates the models' cost; the
+    first faster call corrects what a request's own work is estimated at, and slower calls never
+    raise it again (they move the load rate, which judges the backlog)."""
+    rate = meter(0.001)  # calibrated while the cores were busy: 1 ms per token
+    with pytest.raises(PayloadTooLargeError):
+        decide(model="NER", own_tokens=100_000, backlog_tokens=0, slots=1, meter=rate, horizon_s=96, limit_s=120)
+    rate.observe(tokens=1000, seconds=0.3)  # the idle models: 0.3 ms per token
+    assert rate.alone_seconds_per_token == pytest.approx(0.0003)
+    for _ in range(30):
+        rate.observe(tokens=1000, seconds=2.0)  # a busy spell: 2 ms per token
+    assert rate.alone_seconds_per_token == pytest.approx(0.0003) and rate.seconds_per_token > 0.0015
+    decide(model="NER", own_tokens=100_000, backlog_tokens=0, slots=1, meter=rate, horizon_s=96, limit_s=120)

@@ -466,3 +466,35 @@ def test_calls_carry_what_the_model_computes_in_about_the_call_target(models: Fa
     pipeline.clients["ner"].meter.calibrate(tokens=1000, seconds=0.001)  # fast: full groups
     asyncio.run(pipeline.analyze_plans([plan], 60))
     assert models.calls["ner"][0] == 16, models.calls["ner"]
+
+
+def test_calibration_keeps_the_fastest_of_its_timed_calls_and_calls_since_can_only_lower_alone() -> None:
+    """Work elsewhere on the cores only slows a call: one slow timing (a replica starting beside
+    the new ingress) must not set what a request's own work is estimated to cost."""
+    import numpy as np
+
+    from deployments.runtime.answers import ProbabilityRows
+
+    delays = iter([0.3, 0.3, 0.02, 0.15])  # warming call, then three timed calls: 0.02 s the fastest
+
+    async def call(rows: TokenRows) -> ModelAnswer:
+        await asyncio.sleep(next(delays))
+        return ProbabilityRows(np.full((len(rows), 2), 0.5, dtype=np.float32))
+
+    client = ModelClient(call, group_size=16, calls_in_flight=1, name="Sentiment")
+    rows = [np.arange(1, 51, dtype=np.int64)] * 4  # 200 tokens
+
+    async def calibrate() -> float:
+        return await client.calibrate(rows)
+
+    seconds_per_token = asyncio.run(calibrate())
+    assert 0.02 / 200 <= seconds_per_token < 0.1 / 200, seconds_per_token  # not the 0.3 or 0.15 s timings
+    assert client.meter.alone_seconds_per_token == seconds_per_token
+    client.meter.observe(tokens=200, seconds=0.01)  # a faster call later: alone follows it down
+    assert client.meter.alone_seconds_per_token == pytest.approx(0.01 / 200)
+    client.meter.observe(tokens=200, seconds=1.0)  # a slow call moves the load rate only
+    assert client.meter.alone_seconds_per_token == pytest.approx(0.01 / 200)
+    assert client.meter.seconds_per_token > 0.02 / 200
+    with pytest.raises(PayloadTooLargeError):  # 20,000 tokens: 1 s alone against 0.8 s
+        client.admit(20_000, horizon_s=0.8, limit_s=1.0)
+    client.admit(10_000, horizon_s=0.8, limit_s=1.0)  # 0.5 s alone: accepted, though the load rate says ~11 s
