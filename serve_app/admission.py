@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from serve_app.errors import OverloadedError, PayloadTooLargeError
+from serve_app.errors import EstimatedTooLargeError, OverloadedError
 
 SECONDS_PER_TOKEN_PRIOR = 0.0005
 """What a token costs one call slot before calibration: about a BERT-base INT8 row (measured
@@ -54,10 +54,19 @@ class RateMeter:
     calls: int = 0
 
     def calibrate(self, tokens: int, seconds: float) -> None:
-        """The rate of a timed call on the served model (replaces the prior)."""
-        if tokens > 0 and seconds > 0:
-            self.seconds_per_token = self.alone_seconds_per_token = seconds / tokens
+        """The rate of a timed call on the served model: the first replaces the prior; a later one
+        (a re-timing, ``serve_app.calibration``) can only lower the rates: a load rate left high by
+        a busy spell, with no call since to bring it down, is what a timing now corrects; real load
+        raises it again within a few calls."""
+        if tokens <= 0 or seconds <= 0:
+            return
+        sample = seconds / tokens
+        if not self.calibrated:
+            self.seconds_per_token = self.alone_seconds_per_token = sample
             self.calibrated = True
+            return
+        self.alone_seconds_per_token = min(self.alone_seconds_per_token, sample)
+        self.seconds_per_token = min(self.seconds_per_token, sample)
 
     def observe(self, tokens: int, seconds: float) -> None:
         """One successful call of ``tokens`` that took ``seconds`` (its last attempt only)."""
@@ -98,7 +107,7 @@ def decide(
     # Alone: the faster of the start-up calibration (both models at once) and the current rate.
     own_s = own_tokens * min(meter.alone_seconds_per_token, meter.seconds_per_token) / max(slots, 1)
     if own_s > horizon_s:
-        raise PayloadTooLargeError(
+        raise EstimatedTooLargeError(
             f"this request needs about {own_s:,.0f} s of {model} model time at the measured rate "
             f"({own_tokens:,} tokens); the time limit (request_timeout_s) is {limit_s:g} s: "
             "send shorter or fewer texts"

@@ -87,6 +87,12 @@ class PayloadTooLargeError(ZhserveError):
     description = "Text, batch or body over the configured limit (the message names it)."
 
 
+class EstimatedTooLargeError(PayloadTooLargeError):
+    """A 413 by admission's estimate of the request's own model time (``serve_app.admission``),
+    not by a configured limit: the ingress confirms it by timing the models again before it is
+    answered (``serve_app.calibration``). Same status and code as its parent."""
+
+
 class UnsupportedMediaTypeError(ZhserveError):
     status_code, code = 415, "unsupported_media_type"
     description = "A content type other than application/json."

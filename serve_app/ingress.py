@@ -34,6 +34,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.runtime.answers import FailedRows, ModelAnswer
 from deployments.runtime.rows import TokenRows
 from serve_app.body import JSON_MEDIA_TYPE, LingeringCloseMiddleware, check_text, parse, read_body
+from serve_app.calibration import Calibrator
 from serve_app.config import AppArgs, IngressConfig
 from serve_app.errors import (
     ModelsNotReadyError,
@@ -123,11 +124,6 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {JSON_MEDIA_TYPE: {"schema": model.model_json_schema()}}}}
 
 
-CALIBRATION_ROWS = 16
-"""Rows of the start-up calibration call (at most a group): enough to time a call's per-token cost,
-few enough that the first readiness check does not wait long at BERT-base size."""
-
-
 def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), media_type=JSON_MEDIA_TYPE)
 
@@ -179,6 +175,7 @@ class Ingress:
             for task, handle in self.handles.items()
         }
         self._calibration: asyncio.Future[None] | None = None
+        self.calibrator = Calibrator(self.models, self.clients, lambda: self.config.window_group_size)
         self.pipeline = Pipeline(Planner(self.models), self.clients)
         # Models without a running replica fail fast after no_replica_wait_s (serve_app.replicas).
         self.watcher: ReplicaWatcher[Task] = ReplicaWatcher(
@@ -215,25 +212,8 @@ class Ingress:
 
     def _ensure_following(self) -> None:
         self.watcher.ensure_running()
-        if self._calibration is None:
-            self._calibration = asyncio.ensure_future(self._calibrate())
-
-    async def _calibrate(self) -> None:
-        """Measure each model's rate on the served model at start-up: the fastest of a few timed
-        calls of CALIBRATION_ROWS typical sentences per model, the models at once (as /v1/analyze runs them, when
-        they share the cores), so admission never trusts a guess for long."""
-        text = "新华社北京三月五日电，国务院总理在人民大会堂作政府工作报告，代表们认真审议。"
-
-        async def one(task: Task) -> None:
-            client = self.clients[task]
-            try:
-                ids = self.models[task].tokenizer.encode([text])[0].ids
-                seconds = await client.calibrate([ids] * min(CALIBRATION_ROWS, self.config.window_group_size))
-                logger.info("%s calibrated: %.3f ms per token per call slot", task, seconds * 1000)
-            except Exception:  # the first real calls measure it instead
-                logger.warning("calibrating %s failed; its first calls will measure the rate", task, exc_info=True)
-
-        await asyncio.gather(*(one(task) for task in self.clients))
+        if self._calibration is None:  # the rates measured on the served models at start-up
+            self._calibration = asyncio.ensure_future(self.calibrator.calibrate())
 
     # ---------------------------------------------------------------- the pipeline
 
@@ -244,9 +224,14 @@ class Ingress:
     async def _analyze(self, text: str, tasks: list[Task]) -> Outcome:
         self._ensure_following()
         check_text(text, self.config)
-        self.pipeline.admit_estimate(len(text), tasks, self.config.request_timeout_s)
-        plan = await self.pipeline.planner.plan_async(text, tasks, self._settings())
-        (outcome,) = await self.pipeline.analyze_plans([plan], self.config.request_timeout_s)
+
+        async def attempt() -> Outcome:
+            self.pipeline.admit_estimate(len(text), tasks, self.config.request_timeout_s)
+            plan = await self.pipeline.planner.plan_async(text, tasks, self._settings())
+            (outcome,) = await self.pipeline.analyze_plans([plan], self.config.request_timeout_s)
+            return outcome
+
+        outcome = await self.calibrator.confirmed(attempt)  # a 413 by the estimate, re-timed first
         self.metrics.observe(outcome)
         return outcome
 
@@ -290,15 +275,18 @@ class Ingress:
             )
         for index, text in enumerate(body.texts):
             check_text(text, config, field=f"texts[{index}]")
-        self.pipeline.admit_estimate(total, body.tasks, config.request_timeout_s)
         settings = self._settings()
         planner = self.pipeline.planner
 
         def plan_all() -> list[DocumentPlan]:
             return [planner.plan(t, body.tasks, settings, field=f"texts[{i}]") for i, t in enumerate(body.texts)]
 
-        plans = plan_all() if total <= INLINE_PLAN_CHARS else await asyncio.to_thread(plan_all)
-        outcomes = await self.pipeline.analyze_plans(plans, config.request_timeout_s)
+        async def attempt() -> list[Outcome]:
+            self.pipeline.admit_estimate(total, body.tasks, config.request_timeout_s)
+            plans = plan_all() if total <= INLINE_PLAN_CHARS else await asyncio.to_thread(plan_all)
+            return await self.pipeline.analyze_plans(plans, config.request_timeout_s)
+
+        outcomes = await self.calibrator.confirmed(attempt)
         for outcome in outcomes:
             self.metrics.observe(outcome)
         return _json(BatchResult(tuple(outcome.analysis for outcome in outcomes), _elapsed_ms(started)).to_dict())
@@ -313,10 +301,14 @@ class Ingress:
         """
         body = parse(AnalyzeRequest, await read_body(request, self.config))
         check_text(body.text, self.config)
-        self.pipeline.admit_estimate(len(body.text), body.tasks, self.config.request_timeout_s)
-        plan = await self.pipeline.planner.plan_async(body.text, body.tasks, self._settings())
-        # Refused before the stream begins; admitted, its windows are queued (reserved) at once.
-        submitted = self.pipeline.reserve(plan, self.config.request_timeout_s)
+
+        async def attempt() -> tuple[DocumentPlan, Futures]:
+            self.pipeline.admit_estimate(len(body.text), body.tasks, self.config.request_timeout_s)
+            plan = await self.pipeline.planner.plan_async(body.text, body.tasks, self._settings())
+            # Refused before the stream begins; admitted, its windows are queued (reserved) at once.
+            return plan, self.pipeline.reserve(plan, self.config.request_timeout_s)
+
+        plan, submitted = await self.calibrator.confirmed(attempt)
         return StreamingResponse(self._stream(plan, submitted, _request_id(request)), media_type="application/x-ndjson")
 
     async def _stream(

@@ -192,17 +192,21 @@ class ModelClient:
                 self._on_refused(tokens)
             raise
 
-    async def calibrate(self, rows: Sequence[np.ndarray], repeats: int = CALIBRATION_REPEATS) -> float:
-        """Time ``repeats`` calls of ``rows`` on the served model (after a first, warming call) and
-        set the rate from the fastest; returns the seconds per token measured."""
+    async def calibrate(
+        self, rows: Sequence[np.ndarray], repeats: int = CALIBRATION_REPEATS, *, warm: bool = True
+    ) -> float:
+        """Time ``repeats`` calls of ``rows`` on the served model (after a first, warming call if
+        ``warm``) and give the fastest to the meter; returns the seconds per token it measured."""
         packed = TokenRows.pack(list(rows))
-        await self._attempts(packed)
+        if warm:
+            await self._attempts(packed)
         fastest = math.inf
         for _ in range(max(1, repeats)):
             _, seconds = await self._attempts(packed)  # its last attempt's time
             fastest = min(fastest, seconds)
-        self.meter.calibrate(sum(len(row) for row in rows), fastest)
-        return self.meter.seconds_per_token
+        tokens = sum(len(row) for row in rows)
+        self.meter.calibrate(tokens, fastest)
+        return fastest / tokens
 
     # ---------------------------------------------------------------- rows in, calls out
 
