@@ -299,6 +299,7 @@ class Ingress:
         (sentiment). The `summary` line is the same object `/v1/analyze` returns. A failure after
         the stream began arrives as an `error` line. Disconnecting cancels the outstanding work.
         """
+        self._ensure_following()
         body = parse(AnalyzeRequest, await read_body(request, self.config))
         check_text(body.text, self.config)
 

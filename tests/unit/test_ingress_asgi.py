@@ -382,3 +382,27 @@ def test_the_http_layer_never_answers_5xx_and_every_error_is_json(
     assert answer.status_code < 500, (method, path, body, answer.text)
     if answer.status_code >= 400:
         assert_error(answer, answer.status_code)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/ner", {"text": "马云在杭州。"}),
+        ("/v1/sentiment", {"text": "很好。"}),
+        ("/v1/analyze", {"text": "马云在杭州。"}),
+        ("/v1/analyze/stream", {"text": "马云在杭州。"}),
+        ("/v1/batch", {"texts": ["马云在杭州。"]}),
+    ],
+)
+def test_every_model_route_starts_following_the_replicas_and_the_calibration(
+    models: FakeModels, path: str, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever route a client calls first, the replica watcher (fail fast when a model has no
+    replica) and the start-up calibration begin with it: not only after a /readyz probe."""
+    started: list[str] = []
+    models.delay_s = 0.0
+    fresh = make_ingress(models)
+    monkeypatch.setattr(fresh, "_ensure_following", lambda: started.append(path))
+    response = request(fresh, "POST", path, json=body)
+    assert response.status_code == 200, response.text
+    assert started, f"{path} did not start following"
