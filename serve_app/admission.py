@@ -104,8 +104,8 @@ def decide(
     Retry-After when the accepted backlog plus this request would not finish within it (for a
     ``short`` request, within ``SHORT_SHARE`` of ``limit_s``: it goes ahead of the backlog).
     """
-    # Alone: the faster of the start-up calibration (both models at once) and the current rate.
-    own_s = own_tokens * min(meter.alone_seconds_per_token, meter.seconds_per_token) / max(slots, 1)
+    # Alone: the fastest rate measured (never above the load rate, an average of such samples).
+    own_s = own_tokens * meter.alone_seconds_per_token / max(slots, 1)
     if own_s > horizon_s:
         raise EstimatedTooLargeError(
             f"this request needs about {own_s:,.0f} s of {model} model time at the measured rate "

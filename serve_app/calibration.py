@@ -39,6 +39,10 @@ CALIBRATION_ROWS = 16
 """Rows of a calibration call (at most a group): enough to time a call's per-token cost, few
 enough that the first readiness check does not wait long at BERT-base size."""
 
+CALIBRATION_REPEATS = 3
+"""Timed calls of the start-up calibration, after a warming call; the fastest sets the rate
+(anything else on the cores, such as replicas starting beside the new ingress, only slows a call)."""
+
 RETIME_INTERVAL_S = 30.0
 """A 413 by the estimate re-times the models at most this often; between timings it is answered
 at once (a client sending too much gets its answer without a timing each time)."""
@@ -60,11 +64,17 @@ class Calibrator:
         self.models = models
         self.clients = clients
         self._group_size = group_size
+        self._started: asyncio.Future[None] | None = None
         self._retimed_at = -RETIME_INTERVAL_S
         self._retiming: asyncio.Future[None] | None = None
         self.retimings = 0
 
-    async def calibrate(self, *, warm: bool = True, repeats: int | None = None) -> None:
+    def start(self) -> None:
+        """The start-up calibration, begun by the first request (once; later calls do nothing)."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self.calibrate(warm=True, repeats=CALIBRATION_REPEATS))
+
+    async def calibrate(self, *, warm: bool, repeats: int) -> None:
         """Time every model; a model whose timing fails keeps its rate (its first calls measure it)."""
 
         async def one(task: Task) -> None:
@@ -73,8 +83,7 @@ class Calibrator:
                 model = self.models[task]
                 ids = model.tokenizer.encode([CALIBRATION_TEXT])[0].ids[: model.max_tokens - NUM_SPECIAL_TOKENS]
                 rows = [ids] * min(CALIBRATION_ROWS, self._group_size())
-                kwargs = {} if repeats is None else {"repeats": repeats}
-                seconds = await client.calibrate(rows, warm=warm, **kwargs)
+                seconds = await client.calibrate(rows, repeats=repeats, warm=warm)
                 logger.info("%s timed: %.3f ms per token per call slot", task, seconds * 1000)
             except Exception:
                 logger.warning("timing %s failed; its calls measure the rate", task, exc_info=True)

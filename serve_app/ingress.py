@@ -174,7 +174,6 @@ class Ingress:
             )
             for task, handle in self.handles.items()
         }
-        self._calibration: asyncio.Future[None] | None = None
         self.calibrator = Calibrator(self.models, self.clients, lambda: self.config.window_group_size)
         self.pipeline = Pipeline(Planner(self.models), self.clients)
         # Models without a running replica fail fast after no_replica_wait_s (serve_app.replicas).
@@ -212,8 +211,7 @@ class Ingress:
 
     def _ensure_following(self) -> None:
         self.watcher.ensure_running()
-        if self._calibration is None:  # the rates measured on the served models at start-up
-            self._calibration = asyncio.ensure_future(self.calibrator.calibrate())
+        self.calibrator.start()  # the rates measured on the served models at start-up
 
     # ---------------------------------------------------------------- the pipeline
 

@@ -46,10 +46,6 @@ and never more than ``group_size``): at embedded size that is a full group, at B
 rows, so a short request never waits long for the call in front of it (measured at base size with
 16-row calls: a short sentence took ~0.7 s behind long documents)."""
 
-CALIBRATION_REPEATS = 3
-"""Timed calls of the start-up calibration; the fastest sets the rate (anything else on the cores,
-such as replicas starting beside the new ingress, only slows a call down)."""
-
 SHORT_ROWS = 4
 """A request with at most this many rows waiting goes first in the next call."""
 
@@ -192,11 +188,10 @@ class ModelClient:
                 self._on_refused(tokens)
             raise
 
-    async def calibrate(
-        self, rows: Sequence[np.ndarray], repeats: int = CALIBRATION_REPEATS, *, warm: bool = True
-    ) -> float:
+    async def calibrate(self, rows: Sequence[np.ndarray], *, repeats: int, warm: bool) -> float:
         """Time ``repeats`` calls of ``rows`` on the served model (after a first, warming call if
-        ``warm``) and give the fastest to the meter; returns the seconds per token it measured."""
+        ``warm``) and give the fastest to the meter (``serve_app.calibration`` says when and how
+        often); returns the seconds per token it measured."""
         packed = TokenRows.pack(list(rows))
         if warm:
             await self._attempts(packed)

@@ -204,16 +204,15 @@ def _distillation(distillation: Distillation) -> list[str]:
 def _model_distillation(distillation: Distillation, loss: str) -> list[str]:
     """Teachers that are shipped model directories (``--ner-teacher-models``)."""
     teachers = ", ".join(distillation.reused)  # "name version (directory)"
+    one = distillation.teachers == 1
     return [
         "### Distillation",
         "",
-        f"The shipped network is a student of {teachers}: shipped model director"
-        f"{'y' if distillation.teachers == 1 else 'ies'} (ONNX + CRF) that the serving runtime ran. "
-        f"{'It' if distillation.teachers == 1 else 'They'} "
-        "taught the "
-        f"{distillation.taught_sequences:,} training sequences {'it' if distillation.teachers == 1 else 'they'} "
-        "read token for token (every token one character; the others, with multi-character WordPieces such "
-        "as numbers and Latin words, or longer than a teacher takes, learn the gold path alone)"
+        f"The shipped network is a student of {teachers}: shipped model director{'y' if one else 'ies'} "
+        f"(ONNX + CRF) that the serving runtime ran. {'It' if one else 'They'} taught the "
+        f"{distillation.taught_sequences:,} training sequences {'it' if one else 'they'} read token for token "
+        "(every token one character; the others, with multi-character WordPieces such as numbers and Latin "
+        "words, or longer than a teacher takes, learn the gold path alone)"
         + (
             f" and {distillation.transfer_sequences:,} untagged `{distillation.transfer_text}` sequences "
             "(soft targets only)"
